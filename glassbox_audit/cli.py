@@ -1,0 +1,178 @@
+"""The ``glassbox-audit`` command line: thin wrappers over the Python API.
+
+Each command builds a config, calls one API function and turns a :class:`GlassBoxError`
+into one line on stderr and a non-zero exit (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import load_config
+from .errors import GlassBoxError
+
+__all__ = ["main"]
+
+log = logging.getLogger("glassbox_audit")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    # WeasyPrint and fontTools report every CSS nicety they skip; keep the audit log readable.
+    for noisy in ("weasyprint", "fontTools", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def config_options(fn):
+    """Options every command that builds an audit config accepts."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--name", help="Audit name (folder under the audits directory)."),
+        click.option("--layout", type=click.Choice(["synthetic", "isic", "folder"]), help="Data layout."),
+        click.option("--data", "data_root", help="Data folder (isic and folder layouts)."),
+        click.option("--train", "train_mode", type=click.Choice(["auto", "always", "never"]),
+                     help="Load stored models when they match (auto), always retrain, or never train."),
+        click.option("--audits-dir", help="Where audit versions are written (default: audits)."),
+        click.option("--models-dir", help="The model store (default: models)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config key, e.g. --set train.epochs=5 (repeatable)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _config(config_path, name, layout, data_root, train_mode, audits_dir, models_dir, overrides, **extra):
+    return load_config(config_path, list(overrides), name=name, data__layout=layout, data__root=data_root,
+                       train__mode=train_mode, audits_dir=audits_dir, models_dir=models_dir, **extra)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except GlassBoxError as exc:
+            if ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: no audit version was written", err=True)
+            ctx.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="glassbox-audit")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+@click.pass_context
+def cli(ctx, debug, verbose, quiet):
+    """GlassBox Audit: audit packs for binary image segmentation models (research use only)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    _setup_logging(verbose, quiet)
+
+
+@cli.command()
+@config_options
+@click.option("--no-pdf", is_flag=True, help="Render HTML only.")
+@handle_errors
+def run(no_pdf, **opts):
+    """Train or load the models, evaluate the full test set and write a new audit version.
+
+    Prints the path of the new version folder.
+    """
+    from .pipeline import run_audit
+
+    extra = {"report__pdf": False} if no_pdf else {}
+    cfg = _config(**opts, **extra)
+    result = run_audit(cfg, command=shlex.join(["glassbox-audit", *sys.argv[1:]]))
+    for name, m in result.summary.items():
+        click.echo(f"{name}: Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  precision {m['precision']:.4f}  "
+                   f"recall {m['recall']:.4f}  (macro)", err=True)
+    click.echo(str(result.path))
+
+
+@cli.command()
+@config_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write JSON here instead of stdout.")
+@click.option("--per-image", is_flag=True, help="Include per-image metrics.")
+@handle_errors
+def evaluate(output, per_image, **opts):
+    """Evaluate stored models on a data folder's test partition and print metrics as JSON.
+
+    Models are loaded from the store (``--train never`` unless given); nothing is written
+    to the audits folder.
+    """
+    from .data import load_dataset
+    from .evaluate import evaluate_models
+    from .models import obtain_models
+
+    if opts["train_mode"] is None:
+        opts["train_mode"] = "never"
+    cfg = _config(**opts)
+    ds = load_dataset(cfg.data)
+    models = obtain_models(cfg, ds)
+    evals = evaluate_models(models, ds, cfg.model.input_size, cfg.evaluate)
+    doc = {
+        "dataset": {"layout": ds.layout, "root": str(ds.root), "description": ds.description,
+                    "fingerprint": ds.fingerprint(), "counts": ds.counts, "test_source": ds.test_source,
+                    "notes": ds.notes},
+        "threshold": cfg.evaluate.threshold,
+        "models": {},
+    }
+    for m, ev in zip(models, evals):
+        entry = {"sha256": m.sha256, "path": str(m.path), **ev.summary}
+        if per_image:
+            pi = ev.per_image
+            entry["per_image"] = [{"image_id": i, **{k: float(v[j]) for k, v in pi.items()}}
+                                  for j, i in enumerate(ev.ids)]
+        doc["models"][m.name] = entry
+    text = json.dumps(doc, indent=2)
+    if output:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+        click.echo(output)
+    else:
+        click.echo(text)
+
+
+@cli.command("list")
+@click.option("--audits-dir", default="audits", show_default=True)
+@handle_errors
+def list_(audits_dir):
+    """List audits and their versions."""
+    from .versions import MANIFEST, list_versions
+
+    root = Path(audits_dir)
+    if not root.is_dir():
+        click.echo(f"no audits in {root}", err=True)
+        return
+    for audit in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for number, path in list_versions(audit):
+            manifest = path / MANIFEST
+            created = json.loads(manifest.read_text())["created"] if manifest.exists() else "?"
+            click.echo(f"{audit.name}\t{path.name}\t{created}\t{path}")
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

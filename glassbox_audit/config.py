@@ -1,0 +1,442 @@
+"""The audit configuration: one tree of dataclasses, loaded from TOML and overridden by flags.
+
+Every value is checked once, here, so later stages can trust it. Errors name the dotted key
+(``train.epochs``) or the path at fault, never a Python type.
+
+Example::
+
+    cfg = load_config("audit.toml", overrides=["train.epochs=3", "data.layout=isic"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = [
+    "AugmentConfig",
+    "AuditConfig",
+    "DataConfig",
+    "EvalConfig",
+    "FolderConfig",
+    "LossConfig",
+    "ModelConfig",
+    "ReportConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "VariantConfig",
+    "config_hash",
+    "config_to_dict",
+    "default_variants",
+    "from_dict",
+    "load_config",
+]
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded default dataset: dermoscopy-like images generated from a seed."""
+
+    n_train: int = 320
+    n_val: int = 64
+    n_test: int = 96
+    height: int = 168
+    width: int = 224
+    seed: int = 2018
+
+
+@dataclass
+class FolderConfig:
+    """Any folder of images and a folder of masks paired by file stem."""
+
+    images: str = "images"  # relative to data.root, or absolute
+    masks: str = "masks"
+    mask_suffix: str = ""  # e.g. "_lesion" pairs IMD002.bmp with IMD002_lesion.bmp
+    mask_ext: str = ""  # e.g. ".bmp"; empty: any of image_exts
+    image_exts: list[str] = field(
+        default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"]
+    )
+    splits: str = ""  # folder with train.txt / val.txt / test.txt (one stem per line); empty: random
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+
+
+@dataclass
+class DataConfig:
+    layout: Literal["synthetic", "isic", "folder"] = "synthetic"
+    root: str = ""  # required for the isic and folder layouts
+    cache_dir: str = ".cache/glassbox-audit"  # where the synthetic layout writes its files
+    mask_threshold: int = 128  # mask pixel > threshold is foreground (ISIC scoring uses > 128)
+    # A mask is "binary after thresholding" only if few pixels sit far from 0 and 255.
+    max_ambiguous_fraction: float = 0.02
+    # When a layout has no test masks, validation becomes the test partition and this share
+    # of training (seeded) becomes validation for early stopping.
+    val_from_train_fraction: float = 0.1
+    split_seed: int = 0
+    limit: int = 0  # at most this many images per partition (0: all); for quick looks
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    folder: FolderConfig = field(default_factory=FolderConfig)
+
+
+@dataclass
+class AugmentConfig:
+    """Training transforms, each toggled; geometric ones move image and mask together."""
+
+    enabled: bool = True
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+    scale_crop: bool = True
+    min_scale: float = 0.75  # crop side as a share of the image side
+    brightness: float = 0.1  # max additive change, images in [0, 1]
+    contrast: float = 0.15  # max relative change
+    saturation: float = 0.15
+    hue: float = 0.03  # max hue shift, in turns
+
+
+@dataclass
+class ModelConfig:
+    """Attention U-Net shape; see ``glassbox_audit.models.unet.build_attention_unet``."""
+
+    input_size: int = 96
+    depth: int = 4  # number of down-sampling steps
+    base_filters: int = 8
+    attention_gates: bool = True
+    bottleneck_attention: bool = True
+    norm: Literal["batch", "group", "none"] = "batch"
+    dropout: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    """Segmentation loss on logits.
+
+    ``tversky``: 1 - TP / (TP + alpha FP + beta FN); alpha > beta penalises false positives.
+    ``hybrid``: dice_weight * Dice + (1 - dice_weight) * Tversky.
+    ``bce_weight`` adds binary cross-entropy for stable early training.
+    """
+
+    kind: Literal["dice", "tversky", "hybrid"] = "dice"
+    alpha: float = 0.5
+    beta: float = 0.5
+    dice_weight: float = 0.5
+    bce_weight: float = 0.0
+
+
+@dataclass
+class VariantConfig:
+    name: str = "balanced"
+    description: str = ""
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def default_variants() -> list[VariantConfig]:
+    """The three designed error profiles: fewer false positives, balanced, fewer misses."""
+    return [
+        VariantConfig(
+            "precision-optimized",
+            "Tversky loss weighting false positives (alpha 0.7, beta 0.3)",
+            LossConfig("tversky", alpha=0.7, beta=0.3),
+        ),
+        VariantConfig("balanced", "Dice loss", LossConfig("dice")),
+        VariantConfig(
+            "recall-optimized",
+            "Hybrid Dice + Tversky loss weighting false negatives (alpha 0.3, beta 0.7)",
+            LossConfig("hybrid", alpha=0.3, beta=0.7, dice_weight=0.5),
+        ),
+    ]
+
+
+@dataclass
+class TrainConfig:
+    """A base model trained once, then a short fine-tune per variant."""
+
+    mode: Literal["auto", "always", "never"] = "auto"
+    epochs: int = 30
+    finetune_epochs: int = 8
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    finetune_learning_rate: float = 5e-4
+    patience: int = 8
+    seed: int = 0
+    base_loss: LossConfig = field(
+        default_factory=lambda: LossConfig("dice", bce_weight=0.5)
+    )
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 8
+    threshold: float = 0.5  # on the sigmoid probability, after resizing to native resolution
+    jaccard_threshold: float = 0.65  # ISIC: per-image Jaccard below this counts as 0
+    selected_batches: list[int] = field(default_factory=list)  # empty: batch closest to the mean
+    # The variant whose batch Dice picks the default batch; empty: "balanced" if present, else the first.
+    reference_variant: str = ""
+
+
+@dataclass
+class ReportConfig:
+    pdf: bool = True
+    templates: str = ""  # empty: the templates/ folder shipped beside the package
+    figure_dpi: int = 110
+    figure_scale: float = 1.0
+    max_listed_files: int = 200  # data files listed by name in the dossier (all are in the database)
+
+
+@dataclass
+class AuditConfig:
+    name: str = "default"
+    audits_dir: str = "audits"
+    models_dir: str = "models"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    variants: list[VariantConfig] = field(default_factory=default_variants)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a table, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"config key '{key}' must be one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type at {key}")  # keep the schema simple
+    # bool is an int subclass: refuse it where a number is meant, and numbers where a flag is.
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"config key '{key}' is unknown (known here: {', '.join(sorted(fields))})")
+    kwargs = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of a config (sub)tree in canonical JSON: equal settings give equal hashes."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: data.layout=isic
+    return key.split("."), value
+
+
+def _set_path(tree: dict[str, Any], parts: list[str], value: Any, key: str) -> None:
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"config key '{key}': no item {part} in '{'.'.join(parts[:i])}'")
+            node = node[int(part)]
+        else:
+            if part not in node or not isinstance(node[part], (dict, list)):
+                raise ConfigError(f"config key '{key}' is unknown")
+            node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"config key '{key}' is unknown")
+        node[int(last)] = value
+    else:
+        if last not in node:
+            raise ConfigError(f"config key '{key}' is unknown")
+        node[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                **flags: Any) -> AuditConfig:
+    """Load a config: defaults, then the TOML file, then ``key=value`` overrides, then flags.
+
+    ``flags`` are dotted keys with ``__`` for dots (``data__root="..."``); ``None`` is ignored,
+    so CLI options left unset keep the file's value.
+    """
+    tree = config_to_dict(AuditConfig())
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        _merge(tree, loaded, "")
+    for text in overrides or []:
+        parts, value = _parse_override(text)
+        _set_path(tree, parts, value, ".".join(parts))
+    for name, value in flags.items():
+        if value is not None:
+            parts = name.split("__")
+            _set_path(tree, parts, value, ".".join(parts))
+    return from_dict(AuditConfig, tree)
+
+
+def _merge(tree: dict[str, Any], loaded: dict[str, Any], prefix: str) -> None:
+    for key, value in loaded.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in tree:
+            raise ConfigError(f"config key '{dotted}' is unknown (known here: {', '.join(sorted(tree))})")
+        if isinstance(tree[key], dict) and isinstance(value, dict):
+            _merge(tree[key], value, dotted)
+        else:
+            tree[key] = value  # lists (variants) replace the default list whole
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def validate(cfg: AuditConfig) -> None:
+    """Refuse impossible values with a message naming the key."""
+    _check(bool(SAFE_NAME.match(cfg.name)), "name",
+           f"must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, got {cfg.name!r}")
+    d = cfg.data
+    if d.layout in ("isic", "folder"):
+        _check(bool(d.root), "data.root", f"is required for the {d.layout!r} layout")
+        if not Path(d.root).is_dir():
+            raise ConfigError(f"config key 'data.root': folder {d.root} does not exist")
+    _check(0 <= d.mask_threshold < 255, "data.mask_threshold", f"must be in 0..254, got {d.mask_threshold}")
+    _check(0 <= d.max_ambiguous_fraction <= 1, "data.max_ambiguous_fraction", "must be in [0, 1]")
+    _check(0 < d.val_from_train_fraction < 1, "data.val_from_train_fraction", "must be in (0, 1)")
+    _check(d.limit >= 0, "data.limit", f"must be 0 (all) or positive, got {d.limit}")
+    s = d.synthetic
+    for name in ("n_train", "n_val", "n_test"):
+        _check(getattr(s, name) > 0, f"data.synthetic.{name}", f"must be positive, got {getattr(s, name)}")
+    for name in ("height", "width"):
+        _check(16 <= getattr(s, name) <= 4096, f"data.synthetic.{name}", f"must be in 16..4096, got {getattr(s, name)}")
+    f = d.folder
+    _check(0 <= f.val_fraction < 1, "data.folder.val_fraction", "must be in [0, 1)")
+    _check(0 < f.test_fraction < 1, "data.folder.test_fraction", "must be in (0, 1)")
+    _check(f.val_fraction + f.test_fraction < 1, "data.folder.test_fraction", "plus val_fraction must be below 1")
+    _check(all(e.startswith(".") for e in f.image_exts), "data.folder.image_exts", "entries must start with '.'")
+    _check(not f.mask_ext or f.mask_ext.startswith("."), "data.folder.mask_ext", "must start with '.'")
+
+    m = cfg.model
+    _check(1 <= m.depth <= 6, "model.depth", f"must be in 1..6, got {m.depth}")
+    _check(m.input_size > 0, "model.input_size", f"must be positive, got {m.input_size}")
+    _check(m.input_size % (2 ** m.depth) == 0, "model.input_size",
+           f"must be a multiple of 2**model.depth = {2 ** m.depth}, got {m.input_size}")
+    _check(m.base_filters > 0, "model.base_filters", f"must be positive, got {m.base_filters}")
+    _check(m.norm != "group" or m.base_filters % 4 == 0, "model.base_filters",
+           "must be a multiple of 4 with group normalisation")
+    _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+
+    t = cfg.train
+    for name in ("epochs", "batch_size"):
+        _check(getattr(t, name) > 0, f"train.{name}", f"must be positive, got {getattr(t, name)}")
+    _check(t.finetune_epochs >= 0, "train.finetune_epochs", "must be 0 or positive")
+    _check(t.patience > 0, "train.patience", "must be positive")
+    _check(t.learning_rate > 0, "train.learning_rate", "must be positive")
+    _check(t.finetune_learning_rate > 0, "train.finetune_learning_rate", "must be positive")
+    _validate_loss(t.base_loss, "train.base_loss")
+    a = t.augment
+    _check(0 < a.min_scale <= 1, "train.augment.min_scale", "must be in (0, 1]")
+    for name in ("brightness", "contrast", "saturation"):
+        _check(0 <= getattr(a, name) < 1, f"train.augment.{name}", "must be in [0, 1)")
+    _check(0 <= a.hue <= 0.5, "train.augment.hue", "must be in [0, 0.5]")
+
+    _check(len(cfg.variants) > 0, "variants", "must list at least one variant")
+    names = [v.name for v in cfg.variants]
+    _check(len(set(names)) == len(names), "variants", f"names must be unique, got {names}")
+    for i, v in enumerate(cfg.variants):
+        _check(bool(SAFE_NAME.match(v.name)), f"variants.{i}.name", f"must be a simple name, got {v.name!r}")
+        _validate_loss(v.loss, f"variants.{i}.loss")
+
+    e = cfg.evaluate
+    _check(e.batch_size > 0, "evaluate.batch_size", f"must be positive, got {e.batch_size}")
+    _check(0 < e.threshold < 1, "evaluate.threshold", f"must be in (0, 1), got {e.threshold}")
+    _check(0 <= e.jaccard_threshold <= 1, "evaluate.jaccard_threshold", "must be in [0, 1]")
+    _check(not e.reference_variant or e.reference_variant in names, "evaluate.reference_variant",
+           f"must name a variant ({', '.join(names)}), got {e.reference_variant!r}")
+    _check(all(b >= 0 for b in e.selected_batches), "evaluate.selected_batches", "must be batch indices >= 0")
+
+    r = cfg.report
+    _check(30 <= r.figure_dpi <= 600, "report.figure_dpi", "must be in 30..600")
+    _check(0.2 <= r.figure_scale <= 5, "report.figure_scale", "must be in 0.2..5")
+    _check(r.max_listed_files >= 0, "report.max_listed_files", "must be 0 or positive")
+    if r.templates and not Path(r.templates).is_dir():
+        raise ConfigError(f"config key 'report.templates': folder {r.templates} does not exist")
+
+
+def _validate_loss(loss: LossConfig, key: str) -> None:
+    _check(loss.alpha >= 0 and loss.beta >= 0, key, "alpha and beta must be >= 0")
+    _check(loss.alpha + loss.beta > 0, key, "alpha + beta must be positive")
+    _check(0 <= loss.dice_weight <= 1, f"{key}.dice_weight", "must be in [0, 1]")
+    _check(loss.bce_weight >= 0, f"{key}.bce_weight", "must be >= 0")

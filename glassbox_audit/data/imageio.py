@@ -1,0 +1,94 @@
+"""Reading images and masks from disk, with errors that name the file.
+
+Files are read as bytes and decoded with OpenCV so that any path works (spaces, non-UTF-8
+names) and every failure becomes a :class:`DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["read_image", "read_mask", "resize_image", "resize_mask", "sha256_file"]
+
+# A mask pixel this far from both 0 and 255 is "ambiguous": a few come from anti-aliased or
+# JPEG-compressed borders; many mean the file is not a binary mask at all.
+_AMBIGUOUS_LOW, _AMBIGUOUS_HIGH = 32, 223
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file ({exc.strerror})") from None
+    if buf.size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+    if img.dtype == np.uint16:
+        img = np.round(img / 257.0).astype(np.uint8)  # 16-bit scans: keep the full range
+    elif img.dtype != np.uint8:
+        raise DataError(f"{path}: unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
+    return img
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Return the image as uint8 RGB ``(H, W, 3)``; grayscale is repeated to three channels."""
+    img = _decode(path)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    channels = img.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise DataError(f"{path}: unsupported number of channels ({channels})")
+
+
+def read_mask(path: Path, threshold: int = 128, max_ambiguous: float = 0.02) -> np.ndarray:
+    """Return the mask as bool ``(H, W)``: foreground where the value exceeds ``threshold``.
+
+    Masks holding only 0 and 1 are read as 0/1 masks (1 is foreground) rather than as all
+    background. A colour mask is reduced to its brightest channel. A mask with more than
+    ``max_ambiguous`` of its pixels far from both 0 and 255 is refused as not binary.
+    """
+    m = _decode(path)
+    if m.ndim == 3:
+        m = m[:, :, :3].max(axis=2) if m.shape[2] >= 3 else m[:, :, 0]
+    if m.max() <= 1:
+        return m >= 1
+    ambiguous = np.count_nonzero((m > _AMBIGUOUS_LOW) & (m < _AMBIGUOUS_HIGH)) / m.size
+    if ambiguous > max_ambiguous:
+        raise DataError(
+            f"{path}: mask is not binary ({ambiguous:.1%} of pixels between "
+            f"{_AMBIGUOUS_LOW} and {_AMBIGUOUS_HIGH}; expected values 0 and 255)"
+        )
+    return m > threshold
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size x size`` for the network (area filter when shrinking, to avoid aliasing)."""
+    h, w = image.shape[:2]
+    interp = cv2.INTER_AREA if size < max(h, w) else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a bool mask to the network size as a float target in [0, 1] (soft borders)."""
+    return cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,29 @@
+"""Errors the tool reports to users as one clear line.
+
+Every error raised for bad input names the file, folder or configuration key at fault, so
+the CLI can print ``str(error)`` alone and exit non-zero without a traceback.
+"""
+
+__all__ = ["GlassBoxError", "ConfigError", "DataError", "ModelError", "StoreError"]
+
+
+class GlassBoxError(Exception):
+    """Base class: a problem the user can fix, reported without a traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(GlassBoxError):
+    """A configuration key or value is wrong (unknown key, wrong type, impossible value)."""
+
+
+class DataError(GlassBoxError):
+    """An input image, mask or folder cannot be used."""
+
+
+class ModelError(GlassBoxError):
+    """A stored model is missing, corrupt or does not match the configuration."""
+
+
+class StoreError(GlassBoxError):
+    """The metrics database or an audit version folder cannot be written or read."""

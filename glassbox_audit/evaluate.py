@@ -1,0 +1,169 @@
+"""Evaluation: stream the test partition through every model and count at native resolution.
+
+For each batch the images are decoded once (in a background thread, while the previous
+batch is on the CPU), every model predicts, and each probability map is resized back to
+its ground truth's native size before thresholding, so the figures are those of the masks
+the annotators drew, not of a resized copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .config import EvalConfig
+from .data import Dataset, iter_batches
+from .metrics import METRICS, aggregate, confusion_counts, metrics_from_counts
+
+__all__ = ["BatchView", "ModelEvaluation", "evaluate_models", "predict_batches", "select_batches",
+           "predictor", "to_native"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelEvaluation:
+    name: str
+    sha256: str
+    ids: list[str]
+    batch_index: np.ndarray  # (N,) batch of each image
+    sizes: np.ndarray  # (N, 2) native height, width
+    counts: np.ndarray  # (N, 4) tp, fp, fn, tn at native resolution
+    threshold: float
+    jaccard_threshold: float
+    seconds: float = 0.0
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.summary = aggregate(self.counts, self.jaccard_threshold)
+
+    @property
+    def per_image(self) -> dict[str, np.ndarray]:
+        return metrics_from_counts(self.counts)
+
+    def batches(self) -> list[dict[str, Any]]:
+        """One row per batch: pooled counts, metrics from them (micro) and the mean Dice (macro)."""
+        per_image = self.per_image
+        rows = []
+        for b in np.unique(self.batch_index):
+            sel = self.batch_index == b
+            pooled = self.counts[sel].sum(axis=0)
+            m = metrics_from_counts(pooled)
+            rows.append({
+                "batch_index": int(b), "n_images": int(sel.sum()),
+                "tp": int(pooled[0]), "fp": int(pooled[1]), "fn": int(pooled[2]), "tn": int(pooled[3]),
+                **{k: float(m[k]) for k in METRICS},
+                "mean_dice": float(per_image["dice"][sel].mean()),
+                "mean_iou": float(per_image["iou"][sel].mean()),
+            })
+        return rows
+
+
+def predictor(model) -> Any:
+    """A compiled ``x -> sigmoid(logits)`` for batches of any size (one trace per shape)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def predict(x):
+        return tf.sigmoid(model(x, training=False))
+
+    return predict
+
+
+def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a network-size probability map back to the ground truth's size."""
+    return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
+                    partition: str = "test") -> list[ModelEvaluation]:
+    """Evaluate ``models`` (objects with ``name``, ``sha256`` and a Keras ``model``) on a partition."""
+    models = list(models)
+    fns = [predictor(m.model) for m in models]
+    n = len(ds.samples[partition])
+    ids: list[str] = []
+    batch_of: list[int] = []
+    sizes: list[tuple[int, int]] = []
+    counts = [[] for _ in models]
+    seconds = [0.0] * len(models)
+    with tqdm(total=n, desc="evaluating", unit="img", disable=None, leave=False) as bar:
+        for batch in iter_batches(ds, partition, input_size, cfg.batch_size):
+            ids.extend(batch.ids)
+            batch_of.extend([batch.index] * len(batch.ids))
+            sizes.extend(m.shape for m in batch.masks)
+            for k, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                probs = fn(batch.x).numpy()[..., 0]
+                for prob, mask in zip(probs, batch.masks):
+                    pred = to_native(prob, *mask.shape) > cfg.threshold
+                    counts[k].append(confusion_counts(mask, pred))
+                seconds[k] += time.perf_counter() - t0
+            bar.update(len(batch.ids))
+    results = []
+    for k, m in enumerate(models):
+        ev = ModelEvaluation(m.name, m.sha256, list(ids), np.array(batch_of), np.array(sizes).reshape(-1, 2),
+                             np.array(counts[k]).reshape(-1, 4), cfg.threshold, cfg.jaccard_threshold,
+                             seconds[k])
+        s = ev.summary
+        log.info("evaluate %s on %d images: Dice micro %.4f macro %.4f, IoU macro %.4f, "
+                 "thresholded Jaccard %.4f", m.name, len(ids), s["micro"]["dice"], s["macro"]["dice"],
+                 s["macro"]["iou"], s["dataset"]["thresholded_jaccard"])
+        results.append(ev)
+    return results
+
+
+def select_batches(evals: list[ModelEvaluation], cfg: EvalConfig) -> list[int]:
+    """The batches the dossier draws: the configured ones, or the batch whose mean Dice is
+    closest to the test-set mean Dice of the reference variant (as the seed's batch 78)."""
+    n_batches = int(evals[0].batch_index.max()) + 1 if len(evals[0].batch_index) else 0
+    if cfg.selected_batches:
+        bad = [b for b in cfg.selected_batches if b >= n_batches]
+        if bad:
+            from .errors import ConfigError
+            raise ConfigError(f"config key 'evaluate.selected_batches': batch {bad[0]} does not exist "
+                              f"(the test set has {n_batches} batches, 0..{n_batches - 1})")
+        return list(cfg.selected_batches)
+    names = [e.name for e in evals]
+    ref_name = cfg.reference_variant or ("balanced" if "balanced" in names else names[0])
+    ref = evals[names.index(ref_name)]
+    target = ref.summary["macro"]["dice"]
+    rows = ref.batches()
+    best = min(rows, key=lambda r: (abs(r["mean_dice"] - target), r["batch_index"]))
+    return [best["batch_index"]]
+
+
+@dataclass
+class BatchView:
+    """Everything needed to draw one batch: native images, masks and per-model probabilities."""
+
+    index: int
+    ids: list[str]
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    probs: dict[str, list[np.ndarray]]  # model name -> native-size probability maps
+
+
+def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
+                    indices: list[int], partition: str = "test") -> list[BatchView]:
+    """Re-run the selected batches only, keeping native images and probability maps."""
+    models = list(models)
+    fns = {m.name: predictor(m.model) for m in models}
+    wanted = set(indices)
+    views = []
+    for batch in iter_batches(ds, partition, input_size, cfg.batch_size, keep_images=wanted):
+        if batch.index not in wanted:
+            continue
+        probs = {}
+        for name, fn in fns.items():
+            p = fn(batch.x).numpy()[..., 0]
+            probs[name] = [to_native(pi, *mask.shape) for pi, mask in zip(p, batch.masks)]
+        views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs))
+        if len(views) == len(wanted):
+            break
+    return views

@@ -1,0 +1,103 @@
+"""Segmentation metrics from confusion counts: pure numpy, vectorised over images.
+
+Two averages are kept apart everywhere, and named:
+
+* **micro** (pixel-pooled): add the TP/FP/FN/TN counts of all images, then compute the
+  metric once. Large lesions weigh more.
+* **macro** (image-mean): compute the metric per image, then take the mean. Every image
+  weighs the same; the ISIC challenge ranks by this kind of mean.
+
+Empty masks: a ratio whose denominator is zero scores **1.0 when the image has no errors at
+all** (nothing to find and nothing predicted) **and 0.0 otherwise**. So an empty prediction
+on an empty ground truth scores 1 on every metric, and an empty prediction on an image with a
+lesion scores 0 on Dice, IoU, precision and recall.
+
+ISIC thresholded Jaccard: the per-image Jaccard (IoU), with values below 0.65 counted as 0,
+averaged over images (ImageMarkup/isic-challenge-scoring).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "aggregate",
+    "confusion_counts",
+    "metrics_from_counts",
+    "thresholded_jaccard",
+]
+
+METRICS = ("dice", "iou", "precision", "recall", "f1", "pixel_accuracy", "specificity")
+
+
+def confusion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Return ``[tp, fp, fn, tn]`` (int64) for two bool masks of the same shape."""
+    if truth.shape != pred.shape:
+        raise ValueError(f"mask shapes differ: {truth.shape} vs {pred.shape}")
+    truth, pred = truth.astype(bool, copy=False), pred.astype(bool, copy=False)
+    tp = np.count_nonzero(truth & pred)
+    fp = np.count_nonzero(pred) - tp
+    fn = np.count_nonzero(truth) - tp
+    tn = truth.size - tp - fp - fn
+    return np.array([tp, fp, fn, tn], dtype=np.int64)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, flawless: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = num / den
+    return np.where(den > 0, value, np.where(flawless, 1.0, 0.0))
+
+
+def metrics_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics from counts ``[..., 4]`` (tp, fp, fn, tn); returns arrays of shape ``[...]``."""
+    c = np.asarray(counts, dtype=np.float64)
+    tp, fp, fn, tn = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    flawless = (fp == 0) & (fn == 0)
+    dice = _ratio(2 * tp, 2 * tp + fp + fn, flawless)
+    return {
+        "dice": dice,
+        "iou": _ratio(tp, tp + fp + fn, flawless),
+        "precision": _ratio(tp, tp + fp, flawless),
+        "recall": _ratio(tp, tp + fn, flawless),
+        "f1": dice,  # pixel-level F1 of a binary mask is the Dice coefficient
+        "pixel_accuracy": _ratio(tp + tn, tp + fp + fn + tn, flawless),
+        "specificity": _ratio(tn, tn + fp, flawless),
+    }
+
+
+def thresholded_jaccard(iou: np.ndarray, threshold: float = 0.65) -> float:
+    """ISIC 2018 score: mean per-image Jaccard with values below ``threshold`` counted as 0."""
+    iou = np.asarray(iou, dtype=np.float64)
+    if iou.size == 0:
+        return float("nan")
+    return float(np.mean(np.where(iou < threshold, 0.0, iou)))
+
+
+def aggregate(counts: np.ndarray, jaccard_threshold: float = 0.65) -> dict[str, dict[str, float]]:
+    """Dataset figures from per-image counts ``(N, 4)``.
+
+    Returns ``{"micro": {...}, "macro": {...}, "dataset": {...}}`` where ``dataset`` holds
+    figures that have one natural averaging: the thresholded Jaccard, the false-positive and
+    false-negative shares of all pixels, the lesion detection rate (share of images with a
+    lesion where the prediction overlaps it) and the count of Jaccard failures.
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
+    per_image = metrics_from_counts(counts)
+    pooled = metrics_from_counts(counts.sum(axis=0))
+    total = counts.sum()
+    has_lesion = (counts[:, 0] + counts[:, 2]) > 0
+    n = len(counts)
+    dataset = {
+        "thresholded_jaccard": thresholded_jaccard(per_image["iou"], jaccard_threshold),
+        "fp_share": float(counts[:, 1].sum() / total) if total else 0.0,
+        "fn_share": float(counts[:, 2].sum() / total) if total else 0.0,
+        "lesion_detection_rate": float(np.mean(counts[has_lesion, 0] > 0)) if has_lesion.any() else float("nan"),
+        "jaccard_failures": float(np.count_nonzero(per_image["iou"] < jaccard_threshold)),
+        "n_images": float(n),
+    }
+    return {
+        "micro": {k: float(v) for k, v in pooled.items()},
+        "macro": {k: float(np.mean(v)) if n else float("nan") for k, v in per_image.items()},
+        "dataset": dataset,
+    }

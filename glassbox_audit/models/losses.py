@@ -1,0 +1,71 @@
+"""Segmentation losses on logits: Dice, Tversky and their hybrid, plus optional BCE.
+
+Soft counts are taken per image and the loss is the mean over images, so a small lesion
+counts as much as a large one (the ISIC score is a mean over images too).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import ops
+
+from ..config import LossConfig
+
+__all__ = ["dice_coefficient", "dice_loss", "make_loss", "tversky_loss"]
+
+_SMOOTH = 1.0  # keeps empty masks finite and their gradient gentle
+
+
+def _soft_counts(y_true, logits):
+    p = ops.sigmoid(logits)
+    y = ops.cast(y_true, p.dtype)
+    axes = (1, 2, 3)
+    tp = ops.sum(p * y, axis=axes)
+    fp = ops.sum(p * (1 - y), axis=axes)
+    fn = ops.sum((1 - p) * y, axis=axes)
+    return tp, fp, fn
+
+
+def dice_loss(y_true, logits):
+    tp, fp, fn = _soft_counts(y_true, logits)
+    return 1 - ops.mean((2 * tp + _SMOOTH) / (2 * tp + fp + fn + _SMOOTH))
+
+
+def tversky_loss(y_true, logits, alpha: float = 0.5, beta: float = 0.5):
+    """1 - TP / (TP + alpha FP + beta FN): alpha > beta punishes false positives more."""
+    tp, fp, fn = _soft_counts(y_true, logits)
+    return 1 - ops.mean((tp + _SMOOTH) / (tp + alpha * fp + beta * fn + _SMOOTH))
+
+
+def make_loss(cfg: LossConfig) -> Callable:
+    """The loss a :class:`LossConfig` describes, as ``loss(y_true, logits)``."""
+
+    def loss(y_true, logits):
+        if cfg.kind == "dice":
+            value = dice_loss(y_true, logits)
+        elif cfg.kind == "tversky":
+            value = tversky_loss(y_true, logits, cfg.alpha, cfg.beta)
+        else:
+            value = cfg.dice_weight * dice_loss(y_true, logits) + (1 - cfg.dice_weight) * tversky_loss(
+                y_true, logits, cfg.alpha, cfg.beta)
+        if cfg.bce_weight:
+            bce = keras.losses.binary_crossentropy(y_true, logits, from_logits=True)
+            value = value + cfg.bce_weight * ops.mean(bce)
+        return value
+
+    loss.__name__ = f"{cfg.kind}_loss"
+    return loss
+
+
+def dice_coefficient(y_true, logits):
+    """Training-time metric: per-image Dice of the thresholded prediction (logit > 0), mean."""
+    pred = ops.cast(logits > 0, "float32")
+    y = ops.cast(y_true > 0.5, "float32")
+    tp = ops.sum(pred * y, axis=(1, 2, 3))
+    total = ops.sum(pred, axis=(1, 2, 3)) + ops.sum(y, axis=(1, 2, 3))
+    return ops.mean(ops.where(total > 0, 2 * tp / ops.maximum(total, 1e-9), 1.0))
+
+
+dice_coefficient.__name__ = "dice"

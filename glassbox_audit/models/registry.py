@@ -1,0 +1,116 @@
+"""The model store: trained models on disk, found again by the hash of what made them.
+
+Each model lives in ``<models_dir>/<name>-<key[:12]>/`` as ``model.keras`` plus
+``card.json`` (architecture, loss, hyperparameters, data fingerprint, history, training
+time, hardware and the sha256 of ``model.keras``). The key hashes the model and training
+settings, the loss and the training data fingerprint, so a change to any of them trains a
+new model, and an unchanged audit loads the stored one.
+
+Models load with ``safe_mode=True`` (no arbitrary code) and are refused when the file's
+hash differs from its card, the weights hold NaN or the input size differs from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import config_hash
+from ..data.imageio import sha256_file
+from ..errors import ModelError
+
+__all__ = ["StoredModel", "find_model", "load_model", "model_key", "save_model"]
+
+log = logging.getLogger(__name__)
+
+# Bump when the meaning of a stored model changes (builder, preprocessing), so old
+# models are not loaded for new settings.
+MODEL_FORMAT = 1
+
+
+@dataclass
+class StoredModel:
+    name: str  # variant name, or "base"
+    key: str
+    path: Path  # the model.keras file
+    card: dict[str, Any]
+    model: Any = None  # the keras.Model once loaded
+
+    @property
+    def sha256(self) -> str:
+        return self.card["sha256"]
+
+
+def model_key(name: str, settings: dict[str, Any], train_fingerprint: str) -> str:
+    """Hash of everything that determines a trained model's weights."""
+    return config_hash({"format": MODEL_FORMAT, "name": name, "settings": settings,
+                        "data": train_fingerprint})
+
+
+def _folder(models_dir: Path, name: str, key: str) -> Path:
+    return models_dir / f"{name}-{key[:12]}"
+
+
+def find_model(models_dir: Path, name: str, key: str) -> StoredModel | None:
+    """The stored model for this key, or None (the card's key must match in full)."""
+    folder = _folder(models_dir, name, key)
+    card_path = folder / "card.json"
+    if not card_path.exists():
+        return None
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{card_path}: unreadable model card ({exc})") from None
+    if card.get("key") != key:
+        return None
+    return StoredModel(name, key, folder / "model.keras", card)
+
+
+def load_model(stored: StoredModel, input_size: int | None = None) -> StoredModel:
+    """Load the Keras model of ``stored`` safely and check it against its card."""
+    import keras
+
+    path = stored.path
+    if not path.exists():
+        raise ModelError(f"{path}: model file missing (its card is in {path.parent})")
+    actual = sha256_file(path)
+    if actual != stored.card.get("sha256"):
+        raise ModelError(f"{path}: sha256 {actual[:12]} does not match its card ({str(stored.card.get('sha256'))[:12]}); the file was changed or corrupted")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # keras raises many types for corrupt or unsafe files
+        raise ModelError(f"{path}: cannot load model safely ({type(exc).__name__}: {exc})") from None
+    if input_size is not None and tuple(model.input_shape[1:3]) != (input_size, input_size):
+        raise ModelError(f"{path}: model input is {model.input_shape[1:3]}, config says model.input_size = {input_size}")
+    for w in model.weights:
+        if not np.all(np.isfinite(np.asarray(w))):
+            raise ModelError(f"{path}: weight {w.path} contains NaN or infinite values")
+    stored.model = model
+    return stored
+
+
+def save_model(models_dir: Path, name: str, key: str, model: Any, card: dict[str, Any]) -> StoredModel:
+    """Write model and card to a temporary folder, then rename it into place."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = _folder(models_dir, name, key)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=models_dir))
+    try:
+        model.save(tmp / "model.keras")
+        card = dict(card, name=name, key=key, sha256=sha256_file(tmp / "model.keras"))
+        (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)  # a card without a matching key: stale, replaced whole
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("models: saved %s to %s", name, final)
+    return StoredModel(name, key, final / "model.keras", card, model)

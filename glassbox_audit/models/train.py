@@ -1,0 +1,216 @@
+"""Training: a base model, then a short fine-tune per variant, each stored by hash.
+
+``obtain_models`` is what the pipeline calls: for each variant it loads the stored model
+whose key matches the settings and training data, or trains it (``mode`` ``auto``), always
+trains (``always``), or refuses (``never``). Training resumes from per-epoch backups after
+an interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import AuditConfig, LossConfig
+from ..data import Dataset, load_arrays
+from ..errors import ModelError
+from .registry import StoredModel, find_model, load_model, model_key, save_model
+
+__all__ = ["obtain_models", "fit"]
+
+log = logging.getLogger(__name__)
+
+
+def _hardware() -> dict[str, Any]:
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "system": platform.system(), "python": platform.python_version()}
+
+
+def _datasets(x: np.ndarray, y: np.ndarray, batch: int, augment, seed: int, training: bool):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment is not None:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+class _LogEpochs:
+    """Keras callback: one log line per epoch and a progress bar over epochs."""
+
+    def __new__(cls, label: str, epochs: int):
+        import keras
+        from tqdm import tqdm
+
+        class Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = tqdm(total=epochs, desc=f"training {label}", unit="epoch", disable=None, leave=False)
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                log.info("train %s epoch %d/%d: %s", label, epoch + 1, epochs,
+                         " ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items())))
+                self.bar.update(1)
+
+            def on_train_end(self, logs=None):
+                self.bar.close()
+
+        return Cb()
+
+
+def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,
+        batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str
+        ) -> dict[str, list[float]]:
+    """Train ``model`` in place with early stopping on validation Dice; return the history."""
+    import keras
+
+    from .losses import dice_coefficient, make_loss
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=make_loss(loss_cfg),
+                  metrics=[dice_coefficient], jit_compile=False)
+    train = _datasets(data["x_train"], data["y_train"], batch_size, augment, seed, True)
+    val = _datasets(data["x_val"], data["y_val"], batch_size, None, seed, False)
+    callbacks = [
+        # Resume from the last finished epoch if a previous run was interrupted.
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=max(2, patience // 2), min_lr=lr / 32),
+        _LogEpochs(label, epochs),
+    ]
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model, ds: Dataset,
+          history: dict, seconds: float, epochs: int, lr: float, base_key: str | None) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    val_dice = history.get("val_dice", [])
+    return {
+        "schema_version": 1,
+        "description": description,
+        "architecture": {"type": "Attention U-Net", **dataclasses.asdict(cfg.model),
+                         "parameters": int(model.count_params()), "layers": len(model.layers),
+                         "output": "logits (apply a sigmoid for probabilities)"},
+        "loss": dataclasses.asdict(loss),
+        "hyperparameters": {"max_epochs": epochs, "learning_rate": lr, "batch_size": cfg.train.batch_size,
+                            "patience": cfg.train.patience, "optimizer": "Adam", "seed": cfg.train.seed,
+                            "lr_schedule": "halve on validation-loss plateau",
+                            "augmentation": dataclasses.asdict(cfg.train.augment)},
+        "data": {"layout": ds.layout, "description": ds.description,
+                 "train_fingerprint": ds.fingerprint(("train", "val")),
+                 "counts": {p: n for p, n in ds.counts.items() if p != "test"}},
+        "history": history,
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": int(np.argmax(val_dice)) + 1 if val_dice else None,
+        "best_val_dice": float(max(val_dice)) if val_dice else None,
+        "training_seconds": round(seconds, 1),
+        "hardware": _hardware(),
+        "base_model": base_key,
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None) -> list[StoredModel]:
+    """Load or train one model per variant (in config order), per ``cfg.train.mode``."""
+    models_dir = Path(models_dir or cfg.models_dir)
+    mode = cfg.train.mode
+    train_fp = ds.fingerprint(("train", "val"))
+    shared = {"model": dataclasses.asdict(cfg.model),
+              "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "mode"}}
+    base_key = model_key("base", shared, train_fp)
+    keys = {v.name: model_key(v.name, {**shared, "loss": dataclasses.asdict(v.loss), "base": base_key}, train_fp)
+            for v in cfg.variants}
+
+    found = {name: (find_model(models_dir, name, key) if mode != "always" else None)
+             for name, key in keys.items()}
+    missing = [name for name, m in found.items() if m is None]
+    if missing and mode == "never":
+        raise ModelError(
+            f"{models_dir}: no stored model for variant(s) {', '.join(missing)} matching this "
+            "configuration and training data; run with --train auto to train them"
+        )
+    result: list[StoredModel] = []
+    if not missing:
+        for v in cfg.variants:
+            stored = load_model(found[v.name], cfg.model.input_size)
+            log.info("models: loaded stored model %s (%s, sha256 %s) instead of training",
+                     v.name, stored.path.parent.name, stored.sha256[:12])
+            result.append(stored)
+        return result
+
+    import keras
+
+    from ..data.augment import make_augment
+    from .unet import build_attention_unet
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    size = cfg.model.input_size
+    x_train, y_train = load_arrays(ds, "train", size)
+    x_val, y_val = load_arrays(ds, "val", size)
+    data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+    augment = make_augment(cfg.train.augment, size)
+    backups = models_dir / ".backup"
+
+    def build():
+        m = cfg.model
+        return build_attention_unet(size, m.depth, m.base_filters, m.attention_gates,
+                                    m.bottleneck_attention, m.norm, m.dropout)
+
+    base = find_model(models_dir, "base", base_key) if mode != "always" else None
+    if base is not None:
+        base = load_model(base, size)
+        log.info("models: loaded stored base model %s", base.path.parent.name)
+    else:
+        log.info("models: training base model (%d train / %d validation images, %d px)",
+                 len(x_train), len(x_val), size)
+        model = build()
+        start = time.perf_counter()
+        history = fit(model, cfg.train.base_loss, data, epochs=cfg.train.epochs, lr=cfg.train.learning_rate,
+                      batch_size=cfg.train.batch_size, patience=cfg.train.patience, augment=augment,
+                      seed=cfg.train.seed, backup_dir=backups / f"base-{base_key[:12]}", label="base")
+        card = _card(cfg, "base", "shared base model, fine-tuned into each variant", cfg.train.base_loss,
+                     model, ds, history, time.perf_counter() - start, cfg.train.epochs,
+                     cfg.train.learning_rate, None)
+        base = save_model(models_dir, "base", base_key, model, card)
+
+    for v in cfg.variants:
+        if found[v.name] is not None:
+            result.append(load_model(found[v.name], size))
+            log.info("models: loaded stored model %s instead of training", v.name)
+            continue
+        model = build()  # a fresh copy of the architecture, starting from the base weights
+        model.set_weights(base.model.get_weights())
+        start = time.perf_counter()
+        history: dict[str, list[float]] = {}
+        if cfg.train.finetune_epochs:
+            log.info("models: fine-tuning %s (%s)", v.name, v.description or v.loss.kind)
+            history = fit(model, v.loss, data, epochs=cfg.train.finetune_epochs,
+                          lr=cfg.train.finetune_learning_rate, batch_size=cfg.train.batch_size,
+                          patience=cfg.train.patience, augment=augment, seed=cfg.train.seed,
+                          backup_dir=backups / f"{v.name}-{keys[v.name][:12]}", label=v.name)
+        card = _card(cfg, v.name, v.description, v.loss, model, ds, history,
+                     time.perf_counter() - start, cfg.train.finetune_epochs,
+                     cfg.train.finetune_learning_rate, base_key)
+        card["base_history"] = base.card.get("history", {})
+        card["base_training_seconds"] = base.card.get("training_seconds")
+        result.append(save_model(models_dir, v.name, keys[v.name], model, card))
+    if backups.exists() and not any(backups.iterdir()):
+        shutil.rmtree(backups, ignore_errors=True)
+    return result

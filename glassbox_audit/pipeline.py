@@ -1,0 +1,134 @@
+"""``run_audit``: the whole audit, stage after stage, data flowing one way.
+
+data -> models (load by hash or train) -> evaluate (full test partition, streamed) ->
+select batches -> store (SQLite, in the new version folder) -> overlays -> report
+(HTML + PDF from the database) -> seal the version (manifest, read-only, rename).
+
+All heavy work happens before a version number is reserved, and the version folder is
+built aside and renamed into place at the end, so a failure at any point leaves the
+audits folder as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import overlays
+from .config import AuditConfig, config_hash, config_to_dict
+from .data import load_dataset
+from .data.imageio import sha256_file
+from .evaluate import evaluate_models, predict_batches, select_batches
+from .models import obtain_models
+from .provenance import code_sha256, code_version, machine, package_versions
+from .report import default_templates, render_dossier
+from .store import AuditStore
+from .versions import new_version
+
+__all__ = ["AuditResult", "run_audit"]
+
+log = logging.getLogger(__name__)
+
+DATABASE = "audit.sqlite"
+
+
+@dataclass
+class AuditResult:
+    name: str
+    version: str
+    path: Path
+    run_id: str
+    database: Path
+    html: Path
+    pdf: Path | None
+    manifest: Path
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> macro metrics
+    seconds: float = 0.0
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> AuditResult:
+    """Run a complete audit and return where its new version is.
+
+    Example::
+
+        from glassbox_audit import load_config, run_audit
+        result = run_audit(load_config(overrides=["name=nightly"]))
+        print(result.path / "dossier.pdf")
+    """
+    start = time.perf_counter()
+    started_at = _now()
+    templates = Path(cfg.report.templates) if cfg.report.templates else default_templates()
+
+    ds = load_dataset(cfg.data)
+    models = obtain_models(cfg, ds, Path(cfg.models_dir))
+    evals = evaluate_models(models, ds, cfg.model.input_size, cfg.evaluate)
+    selected = select_batches(evals, cfg.evaluate)
+    if cfg.evaluate.selected_batches:
+        reason = "selected in the configuration (evaluate.selected_batches)"
+    else:
+        ref = cfg.evaluate.reference_variant or ("balanced" if any(m.name == "balanced" for m in models) else models[0].name)
+        mean = next(e for e in evals if e.name == ref).summary["macro"]["dice"]
+        reason = (f"the batch whose mean Dice for {ref} is closest to its test-set mean Dice ({mean:.4f})")
+    views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, selected)
+
+    with new_version(Path(cfg.audits_dir), cfg.name) as build:
+        folder = build.path
+        run_id = str(uuid.uuid4())
+        db_path = folder / DATABASE
+        with AuditStore(db_path) as store:
+            store.start_run({
+                "id": run_id, "audit_name": cfg.name, "version": build.number, "started_at": started_at,
+                "config_json": config_to_dict(cfg), "config_sha256": config_hash(cfg),
+                "code_version": code_version(), "code_sha256": code_sha256(templates),
+                "packages_json": package_versions(), "machine_json": machine(), "command": command,
+                "notes_json": ds.notes,
+            })
+            fingerprint = store.record_dataset(ds)
+            store.record_models(models)
+            for ev in evals:
+                store.record_evaluation(run_id, ev, fingerprint, "test")
+            store.record_selected(run_id, selected, reason)
+
+            artifacts = []
+            for view in views:
+                scores = {ev.name: [float(ev.per_image["dice"][ev.ids.index(i)]) for i in view.ids] for ev in evals}
+                preds = {n: [p > cfg.evaluate.threshold for p in probs] for n, probs in view.probs.items()}
+                for kind, name, desc, draw, args in (
+                    ("overlay", f"batch{view.index:04d}_overlays.png",
+                     f"Batch {view.index}: image, ground truth, and each variant's errors "
+                     "(true positive, false positive, false negative)",
+                     overlays.save_batch_figure, (view.images, view.masks, preds, view.ids, scores)),
+                    ("probability", f"batch{view.index:04d}_probabilities.png",
+                     f"Batch {view.index}: each variant's lesion probability at native resolution",
+                     overlays.save_probability_figure, (view.images, view.probs, view.ids)),
+                ):
+                    path = folder / "figures" / name
+                    path.parent.mkdir(exist_ok=True)
+                    draw(path, *args, scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi)
+                    artifacts.append({"path": f"figures/{name}", "kind": kind, "description": desc,
+                                      "sha256": sha256_file(path), "bytes": path.stat().st_size})
+            store.record_artifacts(run_id, artifacts)
+            store.finish_run(run_id, "complete", _now())
+
+        rendered = render_dossier(db_path, folder, templates, cfg.report.pdf, cfg.report.figure_dpi,
+                                  cfg.report.max_listed_files)
+        with AuditStore(db_path) as store:
+            store.record_artifacts(run_id, [
+                {"path": r.path.relative_to(folder).as_posix(), "kind": r.kind, "description": r.description,
+                 "sha256": sha256_file(r.path), "bytes": r.path.stat().st_size} for r in rendered])
+
+    final = build.final
+    result = AuditResult(
+        cfg.name, build.name, final, run_id, final / DATABASE, final / "dossier.html",
+        final / "dossier.pdf" if cfg.report.pdf else None, final / "manifest.json",
+        {ev.name: ev.summary["macro"] for ev in evals}, time.perf_counter() - start,
+    )
+    log.info("audit %s %s finished in %.1f s", cfg.name, build.name, result.seconds)
+    return result

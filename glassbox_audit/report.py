@@ -1,0 +1,214 @@
+"""The dossier: HTML and PDF rendered from the run database alone.
+
+``render_dossier`` reads everything it shows from ``audit.sqlite`` (numbers, cards,
+hashes) and the figure files the run recorded as artifacts; it draws the charts from the
+stored numbers, renders the Jinja template with autoescaping on, and prints the HTML to
+PDF with WeasyPrint. It imports neither the models nor TensorFlow, so a stored version can
+be re-rendered without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import charts
+from .metrics import METRICS
+from .store import AuditStore
+
+__all__ = ["DISCLAIMER", "RenderedFile", "build_context", "default_templates", "render_dossier"]
+
+log = logging.getLogger(__name__)
+
+DISCLAIMER = (
+    "Research use only. GlassBox Audit is a research tool, not a medical device. The models, "
+    "figures and explanations in this dossier have not been cleared or approved by any regulator "
+    "and must not be used for diagnosis, treatment or any clinical decision."
+)
+
+METRIC_LABELS = {
+    "dice": "Dice", "iou": "IoU (Jaccard)", "precision": "Precision", "recall": "Recall (sensitivity)",
+    "f1": "F1", "pixel_accuracy": "Pixel accuracy", "specificity": "Specificity",
+    "thresholded_jaccard": "ISIC thresholded Jaccard", "fp_share": "False-positive share of pixels",
+    "fn_share": "False-negative share of pixels", "lesion_detection_rate": "Lesion detection rate",
+    "jaccard_failures": "Images with Jaccard < threshold", "n_images": "Images",
+}
+
+
+@dataclass
+class RenderedFile:
+    path: Path
+    kind: str
+    description: str
+
+
+def default_templates() -> Path:
+    """The ``templates/`` folder beside the package (the project's top level)."""
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _figure(files: list[RenderedFile], folder: Path, name: str, description: str, draw, *args, **kw) -> str:
+    path = folder / "figures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw(path, *args, **kw)
+    files.append(RenderedFile(path, "chart", description))
+    return f"figures/{name}"
+
+
+def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_files: int = 200,
+                  run_id: str | None = None) -> tuple[dict[str, Any], list[RenderedFile]]:
+    """Read the run from ``store`` and draw its charts into ``folder/figures``."""
+    run = store.run(run_id)
+    evals = store.evaluations(run["id"])
+    if not evals:
+        raise ValueError(f"{store.path}: run {run['id']} has no evaluations")
+    dataset = store.dataset(evals[0]["dataset_fingerprint"])
+    n_files = store.rows("select count(*) as n from data_files where dataset_fingerprint = ?",
+                         [dataset["fingerprint"]])[0]["n"]
+    files = store.data_files(dataset["fingerprint"], limit=max_listed_files)
+    selected = store.selected_batches(run["id"])
+    artifacts = {a["kind"] + ":" + a["path"]: a for a in store.artifacts(run["id"])}
+    written: list[RenderedFile] = []
+
+    names = [e["model_name"] for e in evals]
+    batch_rows = {e["model_name"]: store.batch_metrics(e["id"]) for e in evals}
+    image_rows = {e["model_name"]: store.image_metrics(e["id"]) for e in evals}
+    jt = evals[0]["jaccard_threshold"]
+
+    figures = {
+        "metrics": _figure(written, folder, "metric_comparison.png", "Metric comparison (macro)",
+                           charts.plot_metric_comparison,
+                           {n: {METRIC_LABELS[k]: e["metrics"]["macro"][k] for k in ("dice", "iou", "precision", "recall", "specificity")}
+                            for n, e in zip(names, evals)}, dpi=dpi),
+        "confusion": _figure(written, folder, "confusion_matrices.png", "Confusion matrices (pixels)",
+                             charts.plot_confusion_matrices,
+                             {e["model_name"]: _pooled(image_rows[e["model_name"]]) for e in evals}, dpi=dpi),
+        "batch_dice": _figure(written, folder, "batch_dice.png", "Per-batch mean Dice",
+                              charts.plot_batch_metric,
+                              {n: [(r["batch_index"], r["mean_dice"]) for r in batch_rows[n]] for n in names},
+                              "Dice (batch mean)", means={e["model_name"]: e["metrics"]["macro"]["dice"] for e in evals},
+                              highlight=[s["batch_index"] for s in selected], dpi=dpi),
+        "dice_hist": _figure(written, folder, "dice_histogram.png", "Per-image Dice histogram",
+                             charts.plot_histogram, {n: [r["dice"] for r in image_rows[n]] for n in names},
+                             "Dice", dpi=dpi),
+        "iou_hist": _figure(written, folder, "iou_histogram.png", "Per-image Jaccard histogram",
+                            charts.plot_histogram, {n: [r["iou"] for r in image_rows[n]] for n in names},
+                            "Jaccard (IoU)", threshold=jt, dpi=dpi),
+    }
+    histories = {}
+    for e in evals:
+        card = e["model"]["card"]
+        if card.get("base_history"):
+            histories.setdefault("base", card["base_history"])
+        if card.get("history"):
+            histories[e["model_name"]] = card["history"]
+    if histories:
+        figures["training"] = _figure(written, folder, "training_curves.png", "Training curves",
+                                      charts.plot_training_curves, histories, dpi=dpi)
+
+    models = []
+    for e in evals:
+        card = e["model"]["card"]
+        models.append({
+            "name": e["model_name"], "description": card.get("description", ""), "sha256": e["model_sha256"],
+            "key": card.get("key"), "path": e["model"]["path"], "architecture": card.get("architecture", {}),
+            "loss": card.get("loss", {}), "hyperparameters": card.get("hyperparameters", {}),
+            "epochs_run": card.get("epochs_run"), "best_epoch": card.get("best_epoch"),
+            "best_val_dice": card.get("best_val_dice"), "training_seconds": card.get("training_seconds"),
+            "base_training_seconds": card.get("base_training_seconds"), "hardware": card.get("hardware", {}),
+            "created": card.get("created"), "base_model": card.get("base_model"),
+            "train_fingerprint": card.get("data", {}).get("train_fingerprint"),
+        })
+
+    metric_rows = [
+        {"label": METRIC_LABELS[k], "values": [(e["metrics"]["micro"][k], e["metrics"]["macro"][k]) for e in evals]}
+        for k in METRICS
+    ]
+    dataset_rows = [
+        {"key": k, "label": METRIC_LABELS[k], "values": [e["metrics"]["dataset"][k] for e in evals]}
+        for k in ("thresholded_jaccard", "lesion_detection_rate", "fp_share", "fn_share", "jaccard_failures", "n_images")
+    ]
+    confusion = [{"name": e["model_name"], **_pooled(image_rows[e["model_name"]])} for e in evals]
+
+    batches = []
+    for s in selected:
+        b = s["batch_index"]
+        ids = [r["image_id"] for r in image_rows[names[0]] if r["batch_index"] == b]
+        per_model = {n: {r["image_id"]: r for r in image_rows[n] if r["batch_index"] == b} for n in names}
+        figs = [a for a in artifacts.values() if a["kind"] in ("overlay", "probability")
+                and f"batch{b:04d}" in a["path"]]
+        batches.append({
+            "index": b, "reason": s["reason"],
+            "rows": [{"image_id": i, "scores": [per_model[n][i] for n in names]} for i in ids],
+            "means": [next(r for r in batch_rows[n] if r["batch_index"] == b) for n in names],
+            "figures": sorted(figs, key=lambda a: a["path"]),
+        })
+
+    failures = []
+    for n in names:
+        rows = [r for r in image_rows[n] if r["iou"] < jt]
+        failures.append({"name": n, "count": len(rows), "ids": [r["image_id"] for r in sorted(rows, key=lambda r: r["iou"])][:30]})
+
+    context = {
+        "audit": {"name": run["audit_name"], "version": f"v{run['version']:03d}", "run_id": run["id"],
+                  "started_at": run["started_at"], "finished_at": run["finished_at"],
+                  "rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+        "disclaimer": DISCLAIMER,
+        "data": {**dataset, "n_files": n_files, "files": files, "files_truncated": n_files > len(files),
+                 "partition": evals[0]["partition"]},
+        "config": run["config"],
+        "models": models,
+        "names": names,
+        "metric_rows": metric_rows,
+        "dataset_rows": dataset_rows,
+        "confusion": confusion,
+        "figures": figures,
+        "batches": batches,
+        "failures": failures,
+        "jaccard_threshold": jt,
+        "threshold": evals[0]["threshold"],
+        "run": run,
+        "evaluations": evals,
+    }
+    return context, written
+
+
+def _pooled(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {k: int(sum(r[k] for r in rows)) for k in ("tp", "fp", "fn", "tn")}
+
+
+def _environment(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v, d=1: "n/a" if v is None or v != v else f"{100 * v:.{d}f}%"
+    env.filters["num"] = lambda v, d=4: "n/a" if v is None or v != v else f"{v:.{d}f}"
+    env.filters["thousands"] = lambda v: f"{int(v):,}"
+    env.filters["short"] = lambda v, n=12: (v or "")[:n]
+    return env
+
+
+def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, pdf: bool = True,
+                   dpi: int = 110, max_listed_files: int = 200) -> list[RenderedFile]:
+    """Render ``dossier.html`` (and ``dossier.pdf``) into ``folder`` from ``db_path``."""
+    templates = Path(templates) if templates else default_templates()
+    with AuditStore(db_path, readonly=True) as store:
+        context, written = build_context(store, folder, dpi, max_listed_files)
+    env = _environment(templates)
+    html = env.get_template("dossier.html.j2").render(**context)
+    html_path = folder / "dossier.html"
+    html_path.write_text(html, encoding="utf-8")
+    written.append(RenderedFile(html_path, "dossier-html", "Audit dossier (HTML)"))
+    if pdf:
+        import weasyprint
+
+        pdf_path = folder / "dossier.pdf"
+        t0 = time.perf_counter()
+        weasyprint.HTML(filename=str(html_path), base_url=str(folder)).write_pdf(str(pdf_path))
+        log.info("report: PDF written in %.1f s", time.perf_counter() - t0)
+        written.append(RenderedFile(pdf_path, "dossier-pdf", "Audit dossier (PDF)"))
+    return written

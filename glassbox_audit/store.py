@@ -1,0 +1,259 @@
+"""The metrics database: every figure of a run with its provenance, in SQLite.
+
+One database per audit version (``audit.sqlite`` in the version folder), written through
+sqlite-utils inside transactions, with foreign keys on. It knows no TensorFlow and renders
+nothing: the pipeline writes it, the dossier and the query tools read it.
+
+Tables (``schema_version`` in ``meta``):
+
+``runs``, ``datasets``, ``data_files``, ``models``, ``evaluations``, ``evaluation_metrics``
+(tall: one row per metric and averaging), ``image_metrics``, ``batch_metrics``,
+``selected_batches``, ``artifacts``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from .errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "AuditStore"]
+
+SCHEMA_VERSION = 1
+
+_METRIC_COLS = {"dice": float, "iou": float, "precision": float, "recall": float, "f1": float,
+                "pixel_accuracy": float, "specificity": float}
+_COUNT_COLS = {"tp": int, "fp": int, "fn": int, "tn": int}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class AuditStore:
+    """A run database. ``AuditStore(path)`` opens or creates it; ``readonly=True`` opens
+    it with ``mode=ro`` so nothing can be written."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StoreError(f"{self.path}: database not found")
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            else:
+                conn = sqlite3.connect(self.path, timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open database ({exc})") from None
+        if not readonly:
+            self._create_schema()
+        else:
+            self._check_version()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "AuditStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- schema --------------------------------------------------------------------------
+
+    def _check_version(self) -> None:
+        if "meta" not in self.db.table_names():
+            raise StoreError(f"{self.path}: not a GlassBox Audit database (no meta table)")
+        version = int(self.db["meta"].get("schema_version")["value"])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this tool ({SCHEMA_VERSION})")
+
+    def _create_schema(self) -> None:
+        db = self.db
+        if "meta" in db.table_names():
+            self._check_version()
+            return
+        with db.atomic():
+            db["meta"].create({"key": str, "value": str}, pk="key")
+            db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)})
+            db["runs"].create({
+                "id": str, "audit_name": str, "version": int, "status": str, "started_at": str,
+                "finished_at": str, "config_json": str, "config_sha256": str, "code_version": str,
+                "code_sha256": str, "packages_json": str, "machine_json": str, "command": str,
+                "notes_json": str,
+            }, pk="id")
+            db["datasets"].create({
+                "fingerprint": str, "layout": str, "root": str, "description": str,
+                "test_source": str, "counts_json": str, "notes_json": str, "train_fingerprint": str,
+            }, pk="fingerprint")
+            db["data_files"].create({
+                "id": int, "dataset_fingerprint": str, "partition": str, "role": str, "sample_id": str,
+                "path": str, "sha256": str, "bytes": int, "height": int, "width": int,
+            }, pk="id", foreign_keys=[("dataset_fingerprint", "datasets", "fingerprint")])
+            db["data_files"].create_index(["dataset_fingerprint", "partition", "sample_id"])
+            db["models"].create({
+                "sha256": str, "name": str, "key": str, "path": str, "parameters": int,
+                "loss_json": str, "card_json": str,
+            }, pk="sha256")
+            db["evaluations"].create({
+                "id": int, "run_id": str, "model_sha256": str, "model_name": str,
+                "dataset_fingerprint": str, "partition": str, "threshold": float,
+                "jaccard_threshold": float, "n_images": int, "seconds": float,
+            }, pk="id", foreign_keys=[("run_id", "runs", "id"), ("model_sha256", "models", "sha256"),
+                                      ("dataset_fingerprint", "datasets", "fingerprint")])
+            db["evaluations"].create_index(["run_id", "model_name"], unique=True)
+            db["evaluation_metrics"].create({
+                "evaluation_id": int, "averaging": str, "metric": str, "value": float,
+            }, pk=("evaluation_id", "averaging", "metric"),
+                foreign_keys=[("evaluation_id", "evaluations", "id")])
+            db["image_metrics"].create({
+                "evaluation_id": int, "image_id": str, "batch_index": int, "height": int, "width": int,
+                **_COUNT_COLS, **_METRIC_COLS, "jaccard_thresholded": float,
+            }, pk=("evaluation_id", "image_id"), foreign_keys=[("evaluation_id", "evaluations", "id")])
+            db["image_metrics"].create_index(["evaluation_id", "batch_index"])
+            db["batch_metrics"].create({
+                "evaluation_id": int, "batch_index": int, "n_images": int, **_COUNT_COLS,
+                **_METRIC_COLS, "mean_dice": float, "mean_iou": float,
+            }, pk=("evaluation_id", "batch_index"), foreign_keys=[("evaluation_id", "evaluations", "id")])
+            db["selected_batches"].create({"run_id": str, "batch_index": int, "reason": str},
+                                          pk=("run_id", "batch_index"),
+                                          foreign_keys=[("run_id", "runs", "id")])
+            db["artifacts"].create({
+                "run_id": str, "path": str, "kind": str, "description": str, "sha256": str, "bytes": int,
+            }, pk=("run_id", "path"), foreign_keys=[("run_id", "runs", "id")])
+
+    # --- writes --------------------------------------------------------------------------
+
+    def start_run(self, run: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self.db["runs"].insert({**run, "status": "running"})
+
+    def finish_run(self, run_id: str, status: str, finished_at: str) -> None:
+        with self.db.atomic():
+            self.db["runs"].update(run_id, {"status": status, "finished_at": finished_at})
+
+    def record_dataset(self, ds: Any) -> str:
+        """Store a :class:`~glassbox_audit.data.Dataset` and its files; returns the fingerprint."""
+        fp = ds.fingerprint()
+        with self.db.atomic():
+            if self.db["datasets"].count_where("fingerprint = ?", [fp]):
+                return fp
+            self.db["datasets"].insert({
+                "fingerprint": fp, "layout": ds.layout, "root": str(ds.root), "description": ds.description,
+                "test_source": ds.test_source, "counts_json": _json(ds.counts), "notes_json": _json(ds.notes),
+                "train_fingerprint": ds.fingerprint(("train", "val")),
+            })
+            self.db["data_files"].insert_all(
+                ({"dataset_fingerprint": fp, **f.__dict__} for f in ds.files), batch_size=1000)
+        return fp
+
+    def record_models(self, models: Iterable[Any]) -> None:
+        with self.db.atomic():
+            for m in models:
+                self.db["models"].upsert({
+                    "sha256": m.sha256, "name": m.name, "key": m.key, "path": str(m.path),
+                    "parameters": m.card.get("architecture", {}).get("parameters"),
+                    "loss_json": _json(m.card.get("loss")), "card_json": _json(m.card),
+                }, pk="sha256")
+
+    def record_evaluation(self, run_id: str, ev: Any, dataset_fp: str, partition: str) -> int:
+        """Store one :class:`~glassbox_audit.evaluate.ModelEvaluation` in one transaction."""
+        per_image = ev.per_image
+        iou = per_image["iou"]
+        with self.db.atomic():
+            eid = self.db["evaluations"].insert({
+                "run_id": run_id, "model_sha256": ev.sha256, "model_name": ev.name,
+                "dataset_fingerprint": dataset_fp, "partition": partition, "threshold": ev.threshold,
+                "jaccard_threshold": ev.jaccard_threshold, "n_images": len(ev.ids),
+                "seconds": round(ev.seconds, 3),
+            }).last_pk
+            self.db["evaluation_metrics"].insert_all(
+                {"evaluation_id": eid, "averaging": avg, "metric": k, "value": v}
+                for avg, values in ev.summary.items() for k, v in values.items()
+            )
+            self.db["image_metrics"].insert_all((
+                {"evaluation_id": eid, "image_id": image_id, "batch_index": int(ev.batch_index[i]),
+                 "height": int(ev.sizes[i, 0]), "width": int(ev.sizes[i, 1]),
+                 **{k: int(ev.counts[i, j]) for j, k in enumerate(_COUNT_COLS)},
+                 **{k: float(per_image[k][i]) for k in _METRIC_COLS},
+                 "jaccard_thresholded": float(iou[i]) if iou[i] >= ev.jaccard_threshold else 0.0}
+                for i, image_id in enumerate(ev.ids)), batch_size=1000)
+            self.db["batch_metrics"].insert_all({"evaluation_id": eid, **row} for row in ev.batches())
+        return int(eid)
+
+    def record_selected(self, run_id: str, batches: list[int], reason: str) -> None:
+        with self.db.atomic():
+            self.db["selected_batches"].insert_all(
+                {"run_id": run_id, "batch_index": b, "reason": reason} for b in batches)
+
+    def record_artifacts(self, run_id: str, artifacts: Iterable[dict[str, Any]]) -> None:
+        with self.db.atomic():
+            self.db["artifacts"].upsert_all(({"run_id": run_id, **a} for a in artifacts),
+                                            pk=("run_id", "path"))
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.query(sql, list(params))]
+
+    def run(self, run_id: str | None = None) -> dict[str, Any]:
+        """The run (the only or latest one when ``run_id`` is None), JSON fields decoded."""
+        if run_id is None:
+            rows = self.rows("select * from runs order by started_at desc limit 1")
+        else:
+            rows = self.rows("select * from runs where id = ?", [run_id])
+        if not rows:
+            raise StoreError(f"{self.path}: no run {run_id or ''} recorded")
+        return _decode(rows[0])
+
+    def dataset(self, fingerprint: str) -> dict[str, Any]:
+        return _decode(self.rows("select * from datasets where fingerprint = ?", [fingerprint])[0])
+
+    def data_files(self, fingerprint: str, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "select * from data_files where dataset_fingerprint = ? order by partition, sample_id, role"
+        if limit is not None:
+            sql += f" limit {int(limit)}"
+        return self.rows(sql, [fingerprint])
+
+    def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        """Evaluations of a run in recording order, each with its model card and metrics."""
+        out = []
+        for e in self.rows("select * from evaluations where run_id = ? order by id", [run_id]):
+            model = _decode(self.rows("select * from models where sha256 = ?", [e["model_sha256"]])[0])
+            metrics: dict[str, dict[str, float]] = {}
+            for r in self.rows("select averaging, metric, value from evaluation_metrics where evaluation_id = ?",
+                               [e["id"]]):
+                metrics.setdefault(r["averaging"], {})[r["metric"]] = r["value"]
+            out.append({**e, "model": model, "metrics": metrics})
+        return out
+
+    def image_metrics(self, evaluation_id: int) -> list[dict[str, Any]]:
+        return self.rows("select * from image_metrics where evaluation_id = ? order by batch_index, image_id",
+                         [evaluation_id])
+
+    def batch_metrics(self, evaluation_id: int) -> list[dict[str, Any]]:
+        return self.rows("select * from batch_metrics where evaluation_id = ? order by batch_index",
+                         [evaluation_id])
+
+    def selected_batches(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("select * from selected_batches where run_id = ? order by batch_index", [run_id])
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("select * from artifacts where run_id = ? order by path", [run_id])
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in row.items():
+        if k.endswith("_json") and isinstance(v, str):
+            out[k[:-5]] = json.loads(v)
+        else:
+            out[k] = v
+    return out

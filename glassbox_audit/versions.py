@@ -1,0 +1,134 @@
+"""Versioned audit folders: ``audits/<name>/v001``, ``v002``, ... built aside, moved into place.
+
+A version is built in a hidden temporary folder, gets a ``manifest.json`` listing the
+sha256 of every file and the hash of the previous version's manifest (a hash chain), has
+its files made read-only, and is then renamed to ``vNNN`` in one step. A version number is
+reserved first with an atomic ``mkdir``, so two runs started together get distinct numbers,
+and an existing version is never written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .data.imageio import sha256_file
+from .errors import StoreError
+
+__all__ = ["MANIFEST", "VersionBuild", "list_versions", "new_version", "version_name", "write_manifest"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_VERSION = re.compile(r"^v(\d{3,})$")
+_RESERVED = re.compile(r"^\.reserved-v(\d{3,})$")
+
+
+def version_name(number: int) -> str:
+    return f"v{number:03d}"
+
+
+def list_versions(audit_dir: Path) -> list[tuple[int, Path]]:
+    """Finished versions of one audit, oldest first."""
+    if not audit_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in audit_dir.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+@dataclass
+class VersionBuild:
+    audit: str
+    number: int
+    path: Path  # the temporary folder to write into
+    final: Path  # where it will be once finished
+
+    @property
+    def name(self) -> str:
+        return version_name(self.number)
+
+
+def _reserve(audit_dir: Path) -> int:
+    taken = [n for n, _ in list_versions(audit_dir)]
+    taken += [int(m.group(1)) for p in audit_dir.iterdir() if (m := _RESERVED.match(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        try:
+            os.mkdir(audit_dir / f".reserved-{version_name(number)}")
+        except FileExistsError:
+            number += 1
+            continue
+        if (audit_dir / version_name(number)).exists():
+            number += 1
+            continue
+        return number
+
+
+def write_manifest(folder: Path, audit: str, number: int, previous: Path | None) -> dict:
+    """List every file of ``folder`` with its sha256 and chain to the previous manifest."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    prev_hash = sha256_file(previous / MANIFEST) if previous and (previous / MANIFEST).exists() else None
+    manifest = {
+        "manifest_version": 1, "audit": audit, "version": version_name(number),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "previous_version": previous.name if previous else None,
+        "previous_manifest_sha256": prev_hash, "files": files,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    return manifest
+
+
+def _make_read_only(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+@contextmanager
+def new_version(audits_dir: Path, audit: str) -> Iterator[VersionBuild]:
+    """Reserve the next version, yield its build folder, then seal and move it into place.
+
+    On any exception the temporary folder and the reservation are removed and nothing
+    under ``audits/<audit>/`` changes.
+    """
+    audit_dir = Path(audits_dir) / audit
+    try:
+        audit_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{audit_dir}: cannot create audit folder ({exc.strerror})") from None
+    number = _reserve(audit_dir)
+    reservation = audit_dir / f".reserved-{version_name(number)}"
+    tmp = audit_dir / f".building-{version_name(number)}-{os.getpid()}"
+    build = VersionBuild(audit, number, tmp, audit_dir / version_name(number))
+    try:
+        tmp.mkdir()
+        yield build
+        earlier = [p for n, p in list_versions(audit_dir) if n < number]
+        write_manifest(tmp, audit, number, earlier[-1] if earlier else None)
+        _make_read_only(tmp)
+        os.rename(tmp, build.final)
+        # Make the new directory entry durable before reporting success.
+        fd = os.open(audit_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.info("audit: version %s written to %s", build.name, build.final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(reservation, ignore_errors=True)
