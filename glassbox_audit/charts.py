@@ -97,25 +97,18 @@ def _no_data(ax: Axes, note: str = _NO_DATA) -> None:
             fontsize=_FONT, color="0.45", style="italic")
 
 
-def _finite(values: Iterable[object]) -> np.ndarray:
-    """Values as floats with NaN, inf and non-numbers removed."""
-    out = []
-    for v in values:
-        try:
-            f = float(v)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out.append(f)
-    return np.asarray(out, dtype=float)
-
-
 def _as_float(value: object) -> float:
     """``value`` as a float, NaN when it is missing or not a number."""
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
+
+
+def _finite(values: Iterable[object]) -> np.ndarray:
+    """Values as floats with NaN, inf and non-numbers removed."""
+    arr = np.array([_as_float(v) for v in values], dtype=float)
+    return arr[np.isfinite(arr)]
 
 
 def _wrap(text: str, width: int, max_lines: int = 2) -> str:
@@ -258,25 +251,31 @@ def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, 
         ax_loss.set_title(_wrap(name, 30), fontsize=_FONT)
         losses, metrics = _split_history(hist)
 
-        n_epochs = max((len(v) for v in hist.values() if v is not None), default=0)
+        n_epochs = max((len(v) for k, v in hist.items() if v is not None and k not in _NOT_METRICS), default=0)
+        with_data = []
         for ax, bases, ylabel in ((ax_loss, losses, "loss"), (ax_metric, metrics, "metric")):
             drawn = _plot_series(ax, hist, bases, colours)
             if not drawn:
                 _no_data(ax, f"no {ylabel} recorded")
                 continue
+            with_data.append(ax)
             _style_axis(ax)
             ax.set_ylabel(ylabel, fontsize=_SMALL)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
             if ax is ax_metric and min(drawn) >= 0.0 and max(drawn) <= 1.0:
                 # A fixed 0..1 scale lets the reader compare models column against column.
                 ax.set_ylim(-0.02, 1.02)
-        if n_epochs <= 1:
-            # MaxNLocator falls back to fractional epochs on a one-point range.
-            ax_loss.set_xlim(0.5, 1.5)
-            ax_loss.set_xticks([1])
         ax_loss.tick_params(labelbottom=False)
-        if n_epochs:
-            ax_metric.set_xlabel("epoch", fontsize=_SMALL)
+        if not with_data:
+            continue
+        # The whole run, not just the finite points: a lone point would get fractional epoch ticks.
+        pad = max(0.5, 0.03 * n_epochs)
+        ax_loss.set_xlim(1 - pad, n_epochs + pad)
+        if n_epochs == 1:
+            ax_loss.set_xticks([1])
+        bottom = with_data[-1]  # epoch labels go under the lowest panel that has a curve
+        bottom.tick_params(labelbottom=True)
+        bottom.set_xlabel("epoch", fontsize=_SMALL)
 
     handles: list[object] = [Line2D([], [], color=colours[b], linewidth=1.6) for b in colours]
     labels = list(colours)

@@ -30,7 +30,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("absl").setLevel(logging.ERROR)
     # WeasyPrint and fontTools report every CSS nicety they skip; keep the audit log readable.
-    for noisy in ("weasyprint", "fontTools", "matplotlib"):
+    for noisy in ("weasyprint", "fontTools", "matplotlib", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -117,24 +117,35 @@ def run(no_pdf, **opts):
 def evaluate(output, per_image, **opts):
     """Evaluate stored models on a data folder's test partition and print metrics as JSON.
 
-    Models are loaded from the store (``--train never`` unless given); nothing is written
-    to the audits folder.
+    Each configured variant is loaded from the model store by name (the newest stored
+    model of that name), whatever data trained it, so models trained on one dataset can be
+    measured on another (``--layout folder``). Nothing is trained or written to the audits
+    folder.
     """
     from .data import load_dataset
+    from .errors import ModelError
     from .evaluate import evaluate_models
-    from .models import obtain_models
+    from .models import latest_by_name, load_model
 
-    if opts["train_mode"] is None:
-        opts["train_mode"] = "never"
     cfg = _config(**opts)
     ds = load_dataset(cfg.data)
-    models = obtain_models(cfg, ds)
-    evals = evaluate_models(models, ds, cfg.model.input_size, cfg.evaluate)
+    models = []
+    for v in cfg.variants:
+        stored = latest_by_name(cfg.models_dir, v.name)
+        if stored is None:
+            raise ModelError(f"{cfg.models_dir}: no stored model named {v.name!r}")
+        models.append(load_model(stored))
+    sizes = {tuple(m.model.input_shape[1:3]) for m in models}
+    if len(sizes) != 1:
+        raise ModelError(f"{cfg.models_dir}: the variants expect different input sizes {sorted(sizes)}")
+    size = sizes.pop()[0]
+    evals = evaluate_models(models, ds, size, cfg.evaluate)
     doc = {
         "dataset": {"layout": ds.layout, "root": str(ds.root), "description": ds.description,
                     "fingerprint": ds.fingerprint(), "counts": ds.counts, "test_source": ds.test_source,
                     "notes": ds.notes},
         "threshold": cfg.evaluate.threshold,
+        "input_size": size,
         "models": {},
     }
     for m, ev in zip(models, evals):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -65,15 +66,22 @@ class ModelEvaluation:
         return rows
 
 
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
 def predictor(model) -> Any:
-    """A compiled ``x -> sigmoid(logits)`` for batches of any size (one trace per shape)."""
-    import tensorflow as tf
+    """A compiled ``x -> sigmoid(logits)`` for batches of any size, made once per model so
+    evaluation and the figure batches share its traces."""
+    fn = _PREDICTORS.get(model)
+    if fn is None:
+        import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
-    def predict(x):
-        return tf.sigmoid(model(x, training=False))
+        @tf.function(reduce_retracing=True)
+        def fn(x):
+            return tf.sigmoid(model(x, training=False))
 
-    return predict
+        _PREDICTORS[model] = fn
+    return fn
 
 
 def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:

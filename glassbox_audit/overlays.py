@@ -266,7 +266,7 @@ def _row_label(fig: Figure, grid: _Grid, row: int, text: str) -> None:
     if len(text) > max_chars:
         keep = max_chars - 1
         text = text[: keep - keep // 2] + "\u2026" + text[len(text) - keep // 2:]
-    fig.text(grid.frac(_LEFT * 0.45, 0, 0, 0)[0], (bottom + height / 2) / grid.height, text, rotation=90,
+    fig.text(_LEFT * 0.45 / grid.width, (bottom + height / 2) / grid.height, text, rotation=90,
              ha="center", va="center", fontsize=size)
 
 

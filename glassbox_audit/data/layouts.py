@@ -284,8 +284,11 @@ def _discover_synthetic(cfg: DataConfig) -> Discovery:
     s = cfg.synthetic
     root = Path(cfg.cache_dir) / f"synthetic-{config_hash(s)[:12]}"
     root.parent.mkdir(parents=True, exist_ok=True)
-    write_synthetic_dataset(root, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
-                            height=s.height, width=s.width, seed=s.seed)
+    try:
+        write_synthetic_dataset(root, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
+                                height=s.height, width=s.width, seed=s.seed)
+    except ValueError as exc:  # a cache folder holding something else
+        raise DataError(str(exc)) from None
     from ..config import FolderConfig
 
     fc = FolderConfig(images="images", masks="masks", mask_ext=".png", image_exts=[".png"],

@@ -28,15 +28,15 @@ def _soft_counts(y_true, logits):
     return tp, fp, fn
 
 
-def dice_loss(y_true, logits):
-    tp, fp, fn = _soft_counts(y_true, logits)
-    return 1 - ops.mean((2 * tp + _SMOOTH) / (2 * tp + fp + fn + _SMOOTH))
-
-
 def tversky_loss(y_true, logits, alpha: float = 0.5, beta: float = 0.5):
     """1 - TP / (TP + alpha FP + beta FN): alpha > beta punishes false positives more."""
     tp, fp, fn = _soft_counts(y_true, logits)
     return 1 - ops.mean((tp + _SMOOTH) / (tp + alpha * fp + beta * fn + _SMOOTH))
+
+
+def dice_loss(y_true, logits):
+    """1 - 2 TP / (2 TP + FP + FN): the Tversky loss with alpha = beta = 0.5."""
+    return tversky_loss(y_true, logits, 0.5, 0.5)
 
 
 def make_loss(cfg: LossConfig) -> Callable:

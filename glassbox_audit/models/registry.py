@@ -27,13 +27,13 @@ from ..config import config_hash
 from ..data.imageio import sha256_file
 from ..errors import ModelError
 
-__all__ = ["StoredModel", "find_model", "load_model", "model_key", "save_model"]
+__all__ = ["StoredModel", "find_model", "latest_by_name", "load_model", "model_key", "save_model"]
 
 log = logging.getLogger(__name__)
 
 # Bump when the meaning of a stored model changes (builder, preprocessing), so old
 # models are not loaded for new settings.
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 
 
 @dataclass
@@ -72,6 +72,20 @@ def find_model(models_dir: Path, name: str, key: str) -> StoredModel | None:
     if card.get("key") != key:
         return None
     return StoredModel(name, key, folder / "model.keras", card)
+
+
+def latest_by_name(models_dir: Path, name: str) -> StoredModel | None:
+    """The most recently created stored model called ``name``, whatever data trained it
+    (for evaluating stored models on another dataset)."""
+    best = None
+    for card_path in Path(models_dir).glob(f"{name}-*/card.json"):
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{card_path}: unreadable model card ({exc})") from None
+        if card.get("name") == name and (best is None or card.get("created", "") > best.card.get("created", "")):
+            best = StoredModel(name, card["key"], card_path.parent / "model.keras", card)
+    return best
 
 
 def load_model(stored: StoredModel, input_size: int | None = None) -> StoredModel:

@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,10 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
                                           patience=max(2, patience // 2), min_lr=lr / 32),
         _LogEpochs(label, epochs),
     ]
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    with warnings.catch_warnings():
+        # Keras warns that shuffle is ignored for a tf.data input; the dataset shuffles itself.
+        warnings.filterwarnings("ignore", message=".*shuffle.*")
+        history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine: `make audit` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: audit test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run a full audit on the embedded synthetic default; prints the new version folder.
+audit: $(STAMP)
+	$(BIN)/glassbox-audit run $(ARGS)
+
+## Run the test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+## Benchmarks (long; not part of the tests).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/eval_throughput.py
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

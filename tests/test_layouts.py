@@ -1,0 +1,187 @@
+"""The three layouts find the right pairs and partitions; bad pairs are refused by name."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED_ISIC, disc_pair, write_png
+from glassbox_audit.config import DataConfig, FolderConfig, SyntheticConfig
+from glassbox_audit.data import iter_batches, load_arrays, load_dataset
+from glassbox_audit.data.imageio import read_image, read_mask
+from glassbox_audit.errors import DataError
+
+
+def folder_cfg(root: Path, **folder) -> DataConfig:
+    return DataConfig(layout="folder", root=str(root), folder=FolderConfig(**folder))
+
+
+# --- ISIC ------------------------------------------------------------------------------
+
+
+def test_isic_2018_keeps_official_partitions(make_isic):
+    root = make_isic("2018", {"train": 8, "val": 3, "test": 4})
+    ds = load_dataset(DataConfig(layout="isic", root=str(root)))
+    assert ds.counts == {"train": 8, "val": 3, "test": 4}
+    assert ds.test_source == "test"
+    assert ds.samples["test"][0].mask.name.endswith("_segmentation.png")
+
+
+def test_isic_2017_without_test_masks_uses_validation_and_says_so(make_isic):
+    root = make_isic("2017", {"train": 10, "val": 3, "test": 2}, with_masks=("train", "val"))
+    ds = load_dataset(DataConfig(layout="isic", root=str(root)))
+    assert ds.test_source == "val"
+    assert ds.counts["test"] == 3
+    assert ds.counts["train"] + ds.counts["val"] == 10  # validation held out of training
+    assert any("validation partition" in n and "test partition" in n for n in ds.notes)
+    # superpixel maps and licence files are not images of the task
+    assert all("superpixels" not in f.path for f in ds.files)
+
+
+def test_isic_2016_has_no_validation_so_one_is_held_out(make_isic):
+    root = make_isic("2016", {"train": 10, "test": 3})
+    ds = load_dataset(DataConfig(layout="isic", root=str(root)))
+    assert ds.counts == {"train": 9, "val": 1, "test": 3}
+    assert ds.samples["train"][0].mask.name.endswith("_Segmentation.png")
+
+
+def test_isic_image_without_mask_is_named(make_isic):
+    root = make_isic("2018", {"train": 4, "val": 2})
+    (root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000002_segmentation.png").unlink()
+    with pytest.raises(DataError, match="ISIC_0000002.jpg: image has no mask"):
+        load_dataset(DataConfig(layout="isic", root=str(root)))
+
+
+def test_not_an_isic_folder_is_refused(tmp_path):
+    with pytest.raises(DataError, match="not an ISIC Task 1 folder"):
+        load_dataset(DataConfig(layout="isic", root=str(tmp_path)))
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not SHARED_ISIC.is_dir(), reason=f"real ISIC data not present at {SHARED_ISIC}")
+def test_shared_isic2017_loads_as_is():
+    ds = load_dataset(DataConfig(layout="isic", root=str(SHARED_ISIC)))
+    assert ds.counts["test"] == 150 and ds.test_source == "val"
+    assert ds.counts["train"] + ds.counts["val"] == 2000
+    assert len(ds.files) == 2 * 2150
+    assert len(ds.fingerprint()) == 64
+
+
+# --- folder ----------------------------------------------------------------------------
+
+
+def make_folder(root: Path, n: int, size=(57, 76), ext=".bmp", suffix="_lesion", gray=False) -> Path:
+    for i in range(n):
+        image, mask = disc_pair(i, *size)
+        if gray:
+            image = image[:, :, 0]
+        write_png(root / "images" / f"IMD{i:03d}{ext}", image)
+        write_png(root / "masks" / f"IMD{i:03d}{suffix}{ext}", mask)
+    return root
+
+
+def test_folder_pairs_bmp_with_lesion_suffix_and_splits_randomly(tmp_path):
+    root = make_folder(tmp_path, 20)
+    ds = load_dataset(folder_cfg(root, mask_suffix="_lesion", mask_ext=".bmp"))
+    assert sum(ds.counts.values()) == 20
+    assert ds.counts["test"] == 4
+    assert {f.width for f in ds.files} == {76}
+
+
+def test_folder_split_lists_decide_partitions(tmp_path):
+    root = make_folder(tmp_path, 6, ext=".png", suffix="")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "train.txt").write_text("IMD000\nIMD001\nIMD002\n")
+    (splits / "val.txt").write_text("IMD003\n")
+    (splits / "test.txt").write_text("IMD004\nIMD005\n")
+    ds = load_dataset(folder_cfg(root, splits="splits"))
+    assert [s.id for s in ds.samples["test"]] == ["IMD004", "IMD005"]
+
+
+def test_split_list_naming_an_unknown_stem_is_refused(tmp_path):
+    root = make_folder(tmp_path, 4, ext=".png", suffix="")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_text("IMD000\nIMD999\n")
+    (tmp_path / "splits" / "test.txt").write_text("IMD001\n")
+    with pytest.raises(DataError, match="train.txt: lists 'IMD999'"):
+        load_dataset(folder_cfg(root, splits="splits"))
+
+
+def test_grayscale_images_work_as_three_channels(tmp_path):
+    root = make_folder(tmp_path, 10, ext=".png", suffix="_mask", gray=True)
+    ds = load_dataset(folder_cfg(root, mask_suffix="_mask"))
+    x, y = load_arrays(ds, "train", 32)
+    assert x.shape[1:] == (32, 32, 3) and y.shape[1:] == (32, 32, 1)
+
+
+def test_mask_of_another_size_is_named(tmp_path):
+    root = make_folder(tmp_path, 5, ext=".png", suffix="")
+    write_png(root / "masks" / "IMD003.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError, match="IMD003.png: mask is 10x10 but its image"):
+        load_dataset(folder_cfg(root))
+
+
+def test_non_binary_mask_is_refused(tmp_path):
+    root = make_folder(tmp_path, 5, ext=".png", suffix="")
+    write_png(root / "masks" / "IMD001.png", np.full((57, 76), 128, np.uint8))
+    with pytest.raises(DataError, match="IMD001.png: mask is not binary"):
+        load_dataset(folder_cfg(root))
+
+
+def test_zero_one_mask_is_read_as_foreground(tmp_path):
+    path = write_png(tmp_path / "m.png", np.array([[0, 1], [1, 0]], np.uint8))
+    assert read_mask(path).tolist() == [[False, True], [True, False]]
+
+
+def test_corrupt_and_empty_files_are_named(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match="bad.png: not a readable image"):
+        read_image(tmp_path / "bad.png")
+    with pytest.raises(DataError, match="empty.png: empty file"):
+        read_image(tmp_path / "empty.png")
+
+
+def test_sixteen_bit_image_is_scaled_to_eight(tmp_path):
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.full((4, 4), 65535, np.uint16))
+    assert read_image(path).max() == 255
+
+
+def test_fingerprint_changes_when_a_file_changes(tmp_path):
+    root = make_folder(tmp_path, 6, ext=".png", suffix="")
+    before = load_dataset(folder_cfg(root)).fingerprint()
+    image, _ = disc_pair(99, 57, 76)
+    write_png(root / "images" / "IMD002.png", image)
+    assert load_dataset(folder_cfg(root)).fingerprint() != before
+
+
+# --- synthetic and streaming -----------------------------------------------------------
+
+
+def test_synthetic_layout_is_deterministic_and_partitioned(tmp_path):
+    cfg = DataConfig(cache_dir=str(tmp_path), synthetic=SyntheticConfig(n_train=6, n_val=2, n_test=3,
+                                                                         height=24, width=32))
+    a, b = load_dataset(cfg), load_dataset(cfg)
+    assert a.counts == {"train": 6, "val": 2, "test": 3}
+    assert a.fingerprint() == b.fingerprint()
+
+
+def test_batches_keep_masks_at_native_resolution(tmp_path):
+    root = make_folder(tmp_path, 12, ext=".png", suffix="")
+    ds = load_dataset(folder_cfg(root))
+    batches = list(iter_batches(ds, "train", 32, 3, keep_images={1}))
+    assert sum(len(b.ids) for b in batches) == ds.counts["train"]
+    assert batches[0].x.shape[1:] == (32, 32, 3) and batches[0].x.dtype == np.float32
+    assert all(m.shape == (57, 76) for b in batches for m in b.masks)
+    assert batches[0].images is None and batches[1].images is not None
+
+
+def test_a_bad_file_met_while_streaming_raises_in_the_caller(tmp_path):
+    root = make_folder(tmp_path, 8, ext=".png", suffix="")
+    ds = load_dataset(folder_cfg(root))
+    ds.samples["train"][-1].image.write_bytes(b"broken")
+    with pytest.raises(DataError, match="not a readable image"):
+        list(iter_batches(ds, "train", 32, 2))

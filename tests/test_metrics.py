@@ -1,0 +1,77 @@
+"""Metrics against hand-computed cases, including the empty-mask conventions."""
+
+import numpy as np
+import pytest
+
+from glassbox_audit.metrics import aggregate, confusion_counts, metrics_from_counts, thresholded_jaccard
+
+
+def masks(truth_rows, pred_rows):
+    return np.array(truth_rows, bool), np.array(pred_rows, bool)
+
+
+def test_confusion_counts_on_a_hand_drawn_case():
+    truth, pred = masks([[1, 1, 0, 0], [1, 1, 0, 0]], [[0, 1, 1, 0], [0, 1, 1, 0]])
+    assert confusion_counts(truth, pred).tolist() == [2, 2, 2, 2]
+
+
+def test_metrics_match_hand_computation():
+    # tp=6, fp=2, fn=4, tn=88
+    m = {k: float(v) for k, v in metrics_from_counts(np.array([6, 2, 4, 88])).items()}
+    assert m["dice"] == pytest.approx(12 / 18)
+    assert m["iou"] == pytest.approx(6 / 12)
+    assert m["precision"] == pytest.approx(6 / 8)
+    assert m["recall"] == pytest.approx(6 / 10)
+    assert m["f1"] == pytest.approx(m["dice"])
+    assert m["pixel_accuracy"] == pytest.approx(94 / 100)
+    assert m["specificity"] == pytest.approx(88 / 90)
+
+
+def test_both_masks_empty_scores_one_everywhere():
+    truth = pred = np.zeros((4, 4), bool)
+    m = metrics_from_counts(confusion_counts(truth, pred))
+    assert all(float(v) == 1.0 for v in m.values())
+
+
+def test_empty_prediction_on_a_lesion_scores_zero_overlap():
+    truth = np.zeros((4, 4), bool)
+    truth[1:3, 1:3] = True
+    m = metrics_from_counts(confusion_counts(truth, np.zeros_like(truth)))
+    assert [float(m[k]) for k in ("dice", "iou", "precision", "recall")] == [0, 0, 0, 0]
+    assert float(m["specificity"]) == 1.0
+
+
+def test_false_alarm_on_an_empty_truth_scores_zero():
+    pred = np.zeros((4, 4), bool)
+    pred[0, 0] = True
+    m = metrics_from_counts(confusion_counts(np.zeros_like(pred), pred))
+    assert [float(m[k]) for k in ("dice", "iou", "precision", "recall")] == [0, 0, 0, 0]
+    assert float(m["specificity"]) == pytest.approx(15 / 16)
+
+
+def test_thresholded_jaccard_zeroes_scores_below_threshold():
+    assert thresholded_jaccard(np.array([0.9, 0.64, 0.65, 0.3])) == pytest.approx((0.9 + 0.65) / 4)
+
+
+def test_micro_and_macro_differ_as_defined():
+    # Image A: large lesion found perfectly; image B: small lesion missed entirely.
+    counts = np.array([[100, 0, 0, 0], [0, 0, 10, 90]])
+    agg = aggregate(counts)
+    assert agg["micro"]["dice"] == pytest.approx(200 / 210)
+    assert agg["macro"]["dice"] == pytest.approx(0.5)
+    assert agg["dataset"]["lesion_detection_rate"] == 0.5
+    assert agg["dataset"]["fn_share"] == pytest.approx(10 / 200)
+    assert agg["dataset"]["jaccard_failures"] == 1
+    assert agg["dataset"]["thresholded_jaccard"] == pytest.approx(0.5)
+
+
+def test_metrics_are_vectorised_over_images():
+    counts = np.array([[6, 2, 4, 88], [0, 0, 0, 100]])
+    m = metrics_from_counts(counts)
+    assert m["dice"].shape == (2,)
+    assert m["dice"][1] == 1.0
+
+
+def test_shapes_must_match():
+    with pytest.raises(ValueError):
+        confusion_counts(np.zeros((3, 3), bool), np.zeros((3, 4), bool))

@@ -1,0 +1,154 @@
+"""The Attention U-Net, its losses and the hash-keyed model store."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glassbox_audit.config import LossConfig
+from glassbox_audit.errors import ModelError
+from glassbox_audit.models.losses import dice_coefficient, dice_loss, make_loss, tversky_loss
+from glassbox_audit.models.registry import find_model, load_model, model_key, save_model
+from glassbox_audit.models.unet import build_attention_unet, layer_group
+
+
+def tiny_unet(size=32, **kw):
+    return build_attention_unet(size, depth=2, base_filters=4, **kw)
+
+
+def test_unet_maps_images_to_logits_of_the_same_size():
+    model = tiny_unet()
+    out = model(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32))
+    assert out.shape == (2, 32, 32, 1)
+    assert model.layers[-1].name == "logits"
+    assert model.layers[-1].activation.__name__ == "linear"  # logits, not probabilities
+
+
+def test_layers_are_named_by_group_with_attention_coefficients_exposed():
+    model = tiny_unet()
+    groups = {layer_group(layer.name) for layer in model.layers} - {None}
+    assert groups == {"encoder", "bottleneck", "attention", "decoder", "output"}
+    coef = model.get_layer("att1_coef")
+    assert coef.output.shape[-1] == 1
+
+
+def test_attention_and_normalisation_are_switchable():
+    plain = tiny_unet(attention_gates=False, bottleneck_attention=False, norm="none", dropout=0.0)
+    names = [layer.name for layer in plain.layers]
+    assert not any(n.startswith("att") or "norm" in n or "_se_" in n for n in names)
+    grouped = tiny_unet(norm="group")
+    assert any(isinstance(layer, keras.layers.GroupNormalization) for layer in grouped.layers)
+
+
+def test_tversky_with_equal_weights_equals_dice():
+    rng = np.random.default_rng(1)
+    y = (rng.random((2, 8, 8, 1)) > 0.5).astype("float32")
+    logits = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    assert float(tversky_loss(y, logits, 0.5, 0.5)) == pytest.approx(float(dice_loss(y, logits)), rel=1e-5)
+
+
+def test_precision_weighted_loss_punishes_false_positives_more():
+    y = np.zeros((1, 8, 8, 1), "float32")
+    y[:, :4] = 1
+    over = np.where(np.arange(8)[None, :, None, None] < 6, 6.0, -6.0) * np.ones((1, 8, 8, 1), "float32")
+    under = np.where(np.arange(8)[None, :, None, None] < 2, 6.0, -6.0) * np.ones((1, 8, 8, 1), "float32")
+    precision = make_loss(LossConfig("tversky", alpha=0.7, beta=0.3))
+    recall = make_loss(LossConfig("tversky", alpha=0.3, beta=0.7))
+    # Over-segmentation (false positives) costs the precision loss more than the recall loss.
+    assert float(precision(y, over)) > float(recall(y, over))
+    assert float(recall(y, under)) > float(precision(y, under))
+
+
+def test_hybrid_and_bce_losses_are_finite_and_positive():
+    y = np.ones((1, 4, 4, 1), "float32")
+    logits = np.zeros((1, 4, 4, 1), "float32")
+    for cfg in (LossConfig("hybrid", alpha=0.3, beta=0.7), LossConfig("dice", bce_weight=0.5)):
+        value = float(make_loss(cfg)(y, logits))
+        assert np.isfinite(value) and value > 0
+
+
+def test_model_overfits_a_tiny_batch():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    x, y = [], []
+    for _ in range(4):
+        cy, cx, r = rng.integers(10, 22), rng.integers(10, 22), rng.integers(5, 9)
+        m = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype("float32")
+        img = 0.8 - 0.5 * m[..., None] + rng.normal(0, 0.05, (32, 32, 3))
+        x.append(img.astype("float32"))
+        y.append(m[..., None])
+    x, y = np.stack(x), np.stack(y)
+    model = tiny_unet(dropout=0.0)
+    model.compile(keras.optimizers.Adam(1e-2), loss=make_loss(LossConfig("dice", bce_weight=0.5)),
+                  metrics=[dice_coefficient])
+    model.fit(x, y, epochs=60, batch_size=4, verbose=0)
+    # Inference mode (batch-norm moving averages), as the audit evaluates.
+    assert float(dice_coefficient(y, model.predict(x, verbose=0))) > 0.9
+
+
+def test_store_round_trip_loads_safely_and_checks_the_hash(tmp_path):
+    model = tiny_unet()
+    key = model_key("balanced", {"a": 1}, "fp")
+    saved = save_model(tmp_path, "balanced", key, model, {"architecture": {"parameters": 1}})
+    found = find_model(tmp_path, "balanced", key)
+    assert found is not None and found.sha256 == saved.sha256
+    loaded = load_model(found, input_size=32)
+    x = np.ones((1, 32, 32, 3), "float32")
+    np.testing.assert_allclose(loaded.model(x), model(x), atol=1e-6)
+    assert find_model(tmp_path, "balanced", model_key("balanced", {"a": 2}, "fp")) is None
+
+
+def test_store_refuses_changed_files_nan_weights_and_wrong_sizes(tmp_path):
+    key = model_key("m", {}, "fp")
+    saved = save_model(tmp_path, "m", key, tiny_unet(), {})
+    with pytest.raises(ModelError, match="model.input_size = 64"):
+        load_model(find_model(tmp_path, "m", key), input_size=64)
+
+    bad = tiny_unet()
+    bad.get_layer("logits").kernel.assign(np.full(bad.get_layer("logits").kernel.shape, np.nan, "float32"))
+    key2 = model_key("nan", {}, "fp")
+    save_model(tmp_path, "nan", key2, bad, {})
+    with pytest.raises(ModelError, match="NaN"):
+        load_model(find_model(tmp_path, "nan", key2))
+
+    saved.path.chmod(0o644)
+    with open(saved.path, "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ModelError, match="does not match its card"):
+        load_model(find_model(tmp_path, "m", key))
+
+
+def test_a_lambda_layer_is_refused_by_safe_loading(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    key = model_key("lambda", {}, "fp")
+    save_model(tmp_path, "lambda", key, model, {})
+    with pytest.raises(ModelError, match="cannot load model safely"):
+        load_model(find_model(tmp_path, "lambda", key))
+    card = json.loads((tmp_path / f"lambda-{key[:12]}" / "card.json").read_text())
+    assert card["key"] == key and len(card["sha256"]) == 64
+
+
+def test_augmentation_moves_image_and_mask_together():
+    from glassbox_audit.config import AugmentConfig
+    from glassbox_audit.data.augment import make_augment
+
+    tf.random.set_seed(0)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    mask = ((yy - 15) ** 2 + (xx - 30) ** 2 <= 64) | ((yy > 35) & (xx < 12))  # asymmetric shape
+    image = np.where(mask[..., None], 0.9, 0.1) + rng.normal(0, 0.01, (48, 48, 3))
+    image = image.astype("float32")
+    augment = make_augment(AugmentConfig(min_scale=0.6, brightness=0.05, contrast=0.1, hue=0.02), 48)
+    changed = 0
+    for _ in range(20):
+        img, m = augment(tf.constant(image), tf.constant(mask[..., None].astype("float32")))
+        from_image = img.numpy().mean(axis=-1) > 0.5
+        from_mask = m.numpy()[..., 0] > 0.5
+        iou = (from_image & from_mask).sum() / max(1, (from_image | from_mask).sum())
+        assert iou > 0.9  # the mask still covers exactly the bright shape of the image
+        changed += not np.array_equal(from_mask, mask)
+    assert changed >= 10  # and the transforms did move things

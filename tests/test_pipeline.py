@@ -1,0 +1,168 @@
+"""run_audit end to end on tiny synthetic data: versions, reuse of models, dossier, database."""
+
+import hashlib
+import json
+import logging
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pypdf
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_overrides
+from glassbox_audit import load_config, run_audit
+from glassbox_audit.cli import cli
+from glassbox_audit.report import DISCLAIMER
+from glassbox_audit.store import AuditStore
+
+HOSTILE = "<script>alert('x')</script>"
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same tiny audit run twice, the second time with stored models."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    overrides = tiny_overrides(tmp) + ["name=tiny", f'variants.0.description="{HOSTILE}"']
+    cfg = load_config(overrides=overrides)
+    logger = logging.getLogger("glassbox_audit")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        first = run_audit(cfg)
+        first_hashes = tree_hashes(first.path)
+        first_log = list(records)
+        records.clear()
+        second = run_audit(cfg)
+        second_log = list(records)
+    finally:
+        logger.removeHandler(handler)
+    return {"first": first, "second": second, "first_hashes": first_hashes, "first_log": first_log,
+            "second_log": second_log, "cfg": cfg, "tmp": tmp}
+
+
+def test_first_run_trains_and_writes_a_complete_version(two_runs):
+    r = two_runs["first"]
+    assert r.version == "v001" and r.path.name == "v001"
+    for p in (r.html, r.pdf, r.database, r.manifest):
+        assert p.is_file(), p
+    assert any("training base model" in m for m in two_runs["first_log"])
+
+
+def test_second_run_loads_stored_models_and_leaves_v001_byte_identical(two_runs):
+    first, second = two_runs["first"], two_runs["second"]
+    assert second.version == "v002"
+    assert tree_hashes(first.path) == two_runs["first_hashes"]
+    assert sum("loaded stored model" in m for m in two_runs["second_log"]) == 3
+    assert not any("training base" in m or "fine-tuning" in m for m in two_runs["second_log"])
+    assert second.seconds < first.seconds
+    assert second.summary == first.summary  # same models, same data, same figures
+
+
+def test_manifest_lists_every_file_with_its_hash_and_chains_versions(two_runs):
+    first, second = two_runs["first"], two_runs["second"]
+    manifest = json.loads(second.manifest.read_text())
+    hashes = tree_hashes(second.path)
+    hashes.pop("manifest.json")
+    assert {k: v["sha256"] for k, v in manifest["files"].items()} == hashes
+    assert manifest["previous_manifest_sha256"] == hashlib.sha256(first.manifest.read_bytes()).hexdigest()
+
+
+def test_database_holds_every_image_and_provenance(two_runs):
+    r, cfg = two_runs["first"], two_runs["cfg"]
+    with AuditStore(r.database, readonly=True) as store:
+        run = store.run()
+        assert run["status"] == "complete" and run["version"] == 1
+        assert run["packages"]["tensorflow-cpu"] and len(run["code_sha256"]) == 64
+        evals = store.evaluations(run["id"])
+        assert [e["model_name"] for e in evals] == [v.name for v in cfg.variants]
+        n_test = cfg.data.synthetic.n_test
+        assert store.db["image_metrics"].count == 3 * n_test
+        assert all(len(e["model_sha256"]) == 64 for e in evals)
+        files = store.data_files(evals[0]["dataset_fingerprint"])
+        assert len(files) == 2 * (cfg.data.synthetic.n_train + cfg.data.synthetic.n_val + n_test)
+        kinds = {a["kind"] for a in store.artifacts(run["id"])}
+        assert {"overlay", "probability", "chart", "dossier-html", "dossier-pdf"} <= kinds
+        assert len(store.selected_batches(run["id"])) == 1
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.ids, self.scripts = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "script":
+            self.scripts += 1
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+
+
+def test_html_dossier_parses_with_its_figures_and_escapes_text(two_runs):
+    r = two_runs["first"]
+    html = r.html.read_text()
+    parser = _Collect()
+    parser.feed(html)
+    assert {"summary", "data", "models", "evaluation", "batches", "provenance"} <= set(parser.ids)
+    assert len(parser.images) >= 8
+    assert all((r.path / src).is_file() for src in parser.images)
+    assert parser.scripts == 0 and "&lt;script&gt;" in html
+    assert DISCLAIMER in html
+
+
+def test_pdf_dossier_has_pages_with_figures(two_runs):
+    reader = pypdf.PdfReader(two_runs["first"].pdf)
+    assert len(reader.pages) >= 5
+    text = "".join(page.extract_text() for page in reader.pages[:3])
+    assert "Research use only" in text
+    images = sum(len(page.images) for page in reader.pages)
+    assert images >= 8
+
+
+def test_cli_run_prints_the_new_version_and_list_shows_it(two_runs):
+    tmp = two_runs["tmp"]
+    args = ["run", "--name", "tiny", "--no-pdf"]
+    for o in tiny_overrides(tmp):
+        args += ["--set", o]
+    result = CliRunner().invoke(cli, args, obj={})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("v003")
+    listed = CliRunner().invoke(cli, ["list", "--audits-dir", str(tmp / "audits")], obj={})
+    assert [line.split("\t")[1] for line in listed.stdout.splitlines()] == ["v001", "v002", "v003"]
+
+
+def test_cli_evaluate_measures_stored_models_on_a_folder(two_runs, tmp_path):
+    tmp = two_runs["tmp"]
+    cache = next((tmp / "cache").glob("synthetic-*"))
+    args = ["evaluate", "--layout", "folder", "--data", str(cache), "--models-dir", str(tmp / "models"),
+            "--set", 'data.folder.splits="splits"', "--set", "evaluate.batch_size=4",
+            "-o", str(tmp_path / "m.json")]
+    result = CliRunner().invoke(cli, args, obj={})
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert set(doc["models"]) == {"precision-optimized", "balanced", "recall-optimized"}
+    assert doc["models"]["balanced"]["macro"]["dice"] == pytest.approx(
+        two_runs["first"].summary["balanced"]["dice"])
+
+
+def test_cli_reports_bad_input_in_one_line_without_traceback(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--set", "train.epochs=-1"], obj={})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: config key 'train.epochs' must be positive, got -1"
+    audits = tmp_path / "audits"
+    result = CliRunner().invoke(cli, ["run", "--layout", "isic", "--data", str(tmp_path),
+                                      "--audits-dir", str(audits)], obj={})
+    assert result.exit_code == 2 and "not an ISIC Task 1 folder" in result.stderr
+    assert "Traceback" not in result.output
+    assert not audits.exists()  # nothing was written
