@@ -175,7 +175,7 @@ def list_(audits_dir):
         click.echo(f"no audits in {root}", err=True)
         return
     for audit in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for number, path in list_versions(audit):
+        for _, path in list_versions(audit):
             manifest = path / MANIFEST
             created = json.loads(manifest.read_text())["created"] if manifest.exists() else "?"
             click.echo(f"{audit.name}\t{path.name}\t{created}\t{path}")

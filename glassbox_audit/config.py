@@ -164,12 +164,12 @@ class TrainConfig:
     """A base model trained once, then a short fine-tune per variant."""
 
     mode: Literal["auto", "always", "never"] = "auto"
-    epochs: int = 30
-    finetune_epochs: int = 8
+    epochs: int = 20
+    finetune_epochs: int = 5
     batch_size: int = 8
     learning_rate: float = 2e-3
     finetune_learning_rate: float = 5e-4
-    patience: int = 8
+    patience: int = 6
     seed: int = 0
     base_loss: LossConfig = field(
         default_factory=lambda: LossConfig("dice", bce_weight=0.5)

@@ -9,7 +9,6 @@ and an existing version is never written again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os

@@ -75,7 +75,7 @@ def make_isic(tmp_path):
         n = 0
         for part, count in counts.items():
             img_dir, mask_dir = spec["parts"][part]
-            for i in range(count):
+            for _ in range(count):
                 stem = f"ISIC_{n:07d}"
                 image, mask = disc_pair(n, 30, 40)
                 write_png(root / img_dir / f"{stem}.jpg", image)
