@@ -181,6 +181,28 @@ def list_(audits_dir):
             click.echo(f"{audit.name}\t{path.name}\t{created}\t{path}")
 
 
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@handle_errors
+def verify(path):
+    """Re-hash an audit version (or every version of an audit) against its manifest.
+
+    Reports each changed, added or removed file and a broken hash chain; exits 1 if
+    anything differs.
+    """
+    from .versions import verify_path
+
+    reports = verify_path(Path(path))
+    for r in reports:
+        status = "ok" if r.ok else "FAILED"
+        click.echo(f"{r.path}: {status} (chain: {r.chain})")
+        for label, files in (("changed", r.changed), ("added", r.added), ("removed", r.removed)):
+            for f in files:
+                click.echo(f"  {label}: {f}")
+    if not all(r.ok for r in reports):
+        click.get_current_context().exit(1)
+
+
 def main() -> None:
     cli(obj={})
 

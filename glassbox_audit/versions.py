@@ -24,7 +24,8 @@ from typing import Iterator
 from .data.imageio import sha256_file
 from .errors import StoreError
 
-__all__ = ["MANIFEST", "VersionBuild", "list_versions", "new_version", "version_name", "write_manifest"]
+__all__ = ["MANIFEST", "VerifyReport", "VersionBuild", "list_versions", "new_version", "verify_path",
+           "verify_version", "version_name", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def write_manifest(folder: Path, audit: str, number: int, previous: Path | None)
     """List every file of ``folder`` with its sha256 and chain to the previous manifest."""
     files = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
+        if p.is_file() and p != folder / MANIFEST:
             files[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     prev_hash = sha256_file(previous / MANIFEST) if previous and (previous / MANIFEST).exists() else None
     manifest = {
@@ -131,3 +132,60 @@ def new_version(audits_dir: Path, audit: str) -> Iterator[VersionBuild]:
         raise
     finally:
         shutil.rmtree(reservation, ignore_errors=True)
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found in one version folder."""
+
+    path: Path
+    changed: list[str]
+    added: list[str]
+    removed: list[str]
+    chain: str  # "ok", "first" (no previous version) or a description of the break
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.added or self.removed) and self.chain in ("ok", "first")
+
+
+def verify_version(folder: Path) -> VerifyReport:
+    """Re-hash every file of a version against its manifest and check the link to the
+    previous version's manifest."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return VerifyReport(folder, [], [], [MANIFEST], "manifest missing")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        listed = manifest["files"]
+    except (ValueError, KeyError) as exc:
+        return VerifyReport(folder, [MANIFEST], [], [], f"manifest unreadable ({exc})")
+    present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    present.pop(MANIFEST)
+    changed = sorted(f for f, meta in listed.items() if f in present and sha256_file(present[f]) != meta["sha256"])
+    added = sorted(set(present) - set(listed))
+    removed = sorted(set(listed) - set(present))
+    previous = manifest.get("previous_version")
+    if previous is None:
+        chain = "first"
+    else:
+        prev_manifest = folder.parent / previous / MANIFEST
+        if not prev_manifest.is_file():
+            chain = f"previous version {previous} or its manifest is missing"
+        elif sha256_file(prev_manifest) != manifest.get("previous_manifest_sha256"):
+            chain = f"previous version {previous}'s manifest changed since this version was sealed"
+        else:
+            chain = "ok"
+    return VerifyReport(folder, changed, added, removed, chain)
+
+
+def verify_path(path: Path) -> list[VerifyReport]:
+    """Verify one version folder, or every version of an audit folder."""
+    path = Path(path)
+    if (path / MANIFEST).exists() or _VERSION.match(path.name):
+        return [verify_version(path)]
+    versions = list_versions(path)
+    if not versions:
+        raise StoreError(f"{path}: neither an audit version folder nor an audit folder with versions")
+    return [verify_version(p) for _, p in versions]

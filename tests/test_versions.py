@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from glassbox_audit.data.imageio import sha256_file
-from glassbox_audit.versions import MANIFEST, list_versions, new_version
+from glassbox_audit.versions import MANIFEST, list_versions, new_version, verify_path, verify_version
 
 
 def build(audits, name="a", content="x"):
@@ -61,3 +61,40 @@ def test_concurrent_builds_get_distinct_versions(tmp_path):
     assert sorted(names) == ["v001", "v002", "v003", "v004"]
     for _, p in list_versions(tmp_path / "a"):
         assert (p / "f").read_text() == p.name
+
+
+def test_verify_passes_a_sealed_version_and_its_chain(tmp_path):
+    build(tmp_path)
+    build(tmp_path, content="y")
+    reports = verify_path(tmp_path / "a")
+    assert [r.ok for r in reports] == [True, True]
+    assert [r.chain for r in reports] == ["first", "ok"]
+
+
+@pytest.mark.parametrize("tamper, field", [
+    (lambda v: _flip_byte(v / "sub" / "fig.png"), "changed"),
+    (lambda v: (v / "sub" / "fig.png").unlink(), "removed"),
+    (lambda v: (v / "extra.txt").write_text("new"), "added"),
+])
+def test_verify_reports_each_kind_of_tampering(tmp_path, tamper, field):
+    b = build(tmp_path)
+    tamper(b.final)
+    [report] = verify_path(b.final)
+    assert not report.ok
+    assert getattr(report, field) == [{"changed": "sub/fig.png", "removed": "sub/fig.png", "added": "extra.txt"}[field]]
+
+
+def test_verify_reports_a_broken_chain(tmp_path):
+    first = build(tmp_path)
+    second = build(tmp_path, content="y")
+    manifest = first.final / MANIFEST
+    manifest.chmod(0o644)
+    manifest.write_text(manifest.read_text().replace('"a"', '"b"'))
+    assert "changed since" in verify_version(second.final).chain
+
+
+def _flip_byte(path):
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
