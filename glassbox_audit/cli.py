@@ -92,8 +92,11 @@ def cli(ctx, debug, verbose, quiet):
 @cli.command()
 @config_options
 @click.option("--no-pdf", is_flag=True, help="Render HTML only.")
+@click.option("--fail-on-regression", is_flag=True,
+              help="Exit 1 when a metric fell by more than evaluate.regression_tolerance against the "
+                   "previous version (the new version is still written, as evidence).")
 @handle_errors
-def run(no_pdf, **opts):
+def run(no_pdf, fail_on_regression, **opts):
     """Train or load the models, evaluate the full test set and write a new audit version.
 
     Prints the path of the new version folder.
@@ -107,6 +110,11 @@ def run(no_pdf, **opts):
         click.echo(f"{name}: Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  precision {m['precision']:.4f}  "
                    f"recall {m['recall']:.4f}  (macro)", err=True)
     click.echo(str(result.path))
+    for r in result.regressions:
+        click.echo(f"regression: {r.model} {r.metric} {r.a:.4f} -> {r.b:.4f} ({r.delta:+.4f}, "
+                   f"95% CI {r.ci_low:+.4f}..{r.ci_high:+.4f})", err=True)
+    if fail_on_regression and result.regressions:
+        click.get_current_context().exit(1)
 
 
 @cli.command()
@@ -179,6 +187,72 @@ def list_(audits_dir):
             manifest = path / MANIFEST
             created = json.loads(manifest.read_text())["created"] if manifest.exists() else "?"
             click.echo(f"{audit.name}\t{path.name}\t{created}\t{path}")
+
+
+def _version_folder(audits_dir: str, audit: str, version: str) -> Path:
+    from .errors import StoreError
+    from .versions import version_name
+
+    number = version.lstrip("v")
+    folder = Path(audits_dir) / audit / (version_name(int(number)) if number.isdigit() else version)
+    if not (folder / "audit.sqlite").is_file():
+        raise StoreError(f"{folder}: no such audit version (expected {folder / 'audit.sqlite'})")
+    return folder
+
+
+@cli.command()
+@click.argument("audit")
+@click.argument("version_a")
+@click.argument("version_b")
+@click.option("--audits-dir", default="audits", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def diff(audit, version_a, version_b, audits_dir, as_json):
+    """Compare two versions: metric deltas with paired-bootstrap 95% intervals, changed hashes."""
+    from .compare import diff_databases
+
+    a = _version_folder(audits_dir, audit, version_a)
+    b = _version_folder(audits_dir, audit, version_b)
+    d = diff_databases(a / "audit.sqlite", b / "audit.sqlite")
+    if as_json:
+        click.echo(json.dumps(d.to_dict(), indent=2))
+        return
+    click.echo(f"{audit}: {d.a} -> {d.b}")
+    click.echo(f"{'model':<22} {'metric':<20} {d.a:>8} {d.b:>8} {'delta':>8}  95% CI             p")
+    for m in d.metrics:
+        flag = " *" if m.significant else ""
+        click.echo(f"{m.model:<22} {m.metric:<20} {m.a:8.4f} {m.b:8.4f} {m.delta:+8.4f}  "
+                   f"[{m.ci_low:+.4f}, {m.ci_high:+.4f}] {m.p_value:.3f}{flag}")
+    for c in d.changes:
+        click.echo(f"changed: {c.what}: {c.a} -> {c.b}")
+    for n in d.notes:
+        click.echo(f"note: {n}")
+
+
+@cli.command()
+@click.argument("audit")
+@click.argument("version")
+@click.option("--audits-dir", default="audits", show_default=True)
+@click.option("--output", "-o", type=click.Path(file_okay=False),
+              help="Folder to render into (default: <audits>/<audit>/renders/<version>-<time>).")
+@click.option("--no-pdf", is_flag=True, help="Render HTML only.")
+@handle_errors
+def render(audit, version, audits_dir, output, no_pdf):
+    """Render a stored audit version's dossier again from its database, recomputing nothing.
+
+    VERSION is like v001 or 1. The version folder itself is never changed.
+    """
+    import time
+
+    from .report import rerender
+
+    folder = _version_folder(audits_dir, audit, version)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(output) if output else Path(audits_dir) / audit / "renders" / f"{folder.name}-{stamp}"
+    rendered = rerender(folder, out, pdf=not no_pdf)
+    for r in rendered:
+        if r.kind.startswith("dossier"):
+            click.echo(str(r.path))
 
 
 @cli.command()

@@ -185,6 +185,10 @@ class EvalConfig:
     selected_batches: list[int] = field(default_factory=list)  # empty: batch closest to the mean
     # The variant whose batch Dice picks the default batch; empty: "balanced" if present, else the first.
     reference_variant: str = ""
+    # Against the previous version: a fall of a macro metric by more than this is a regression
+    # (reported in the dossier; `run --fail-on-regression` then exits 1).
+    regression_tolerance: float = 0.01
+    regression_metrics: list[str] = field(default_factory=lambda: ["dice", "iou"])
 
 
 @dataclass
@@ -425,6 +429,10 @@ def validate(cfg: AuditConfig) -> None:
     _check(0 <= e.jaccard_threshold <= 1, "evaluate.jaccard_threshold", "must be in [0, 1]")
     _check(not e.reference_variant or e.reference_variant in names, "evaluate.reference_variant",
            f"must name a variant ({', '.join(names)}), got {e.reference_variant!r}")
+    _check(e.regression_tolerance >= 0, "evaluate.regression_tolerance", "must be >= 0")
+    known = ("dice", "iou", "precision", "recall", "specificity", "jaccard_thresholded")
+    bad = [m for m in e.regression_metrics if m not in known]
+    _check(not bad, "evaluate.regression_metrics", f"must be among {', '.join(known)}, got {bad}")
     _check(all(b >= 0 for b in e.selected_batches), "evaluate.selected_batches", "must be batch indices >= 0")
 
     r = cfg.report

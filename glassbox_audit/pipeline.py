@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import overlays
+from .compare import diff_databases
 from .config import AuditConfig, config_hash, config_to_dict
 from .data import load_dataset
 from .data.imageio import sha256_file
@@ -26,7 +27,7 @@ from .models import obtain_models
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import default_templates, render_dossier
 from .store import AuditStore
-from .versions import new_version
+from .versions import list_versions, new_version
 
 __all__ = ["AuditResult", "run_audit"]
 
@@ -47,6 +48,7 @@ class AuditResult:
     manifest: Path
     summary: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> macro metrics
     seconds: float = 0.0
+    regressions: list = field(default_factory=list)  # MetricDelta rows beyond the tolerance
 
 
 def _now() -> str:
@@ -78,6 +80,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
         reason = (f"the batch whose mean Dice for {ref} is closest to its test-set mean Dice ({mean:.4f})")
     views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, selected)
 
+    regressions: list = []
     with new_version(Path(cfg.audits_dir), cfg.name) as build:
         folder = build.path
         run_id = str(uuid.uuid4())
@@ -95,6 +98,15 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
             for ev in evals:
                 store.record_evaluation(run_id, ev, fingerprint, "test")
             store.record_selected(run_id, selected, reason)
+            previous = [p for n, p in list_versions(build.final.parent) if n < build.number]
+            if previous and (previous[-1] / DATABASE).is_file():
+                diff = diff_databases(previous[-1] / DATABASE, db_path)
+                store.record_comparison(run_id, diff)
+                regressions = diff.regressions(cfg.evaluate.regression_tolerance,
+                                               tuple(cfg.evaluate.regression_metrics))
+                for r in regressions:
+                    log.warning("regression against %s: %s %s fell by %.4f (95%% CI %.4f..%.4f)",
+                                diff.a, r.model, r.metric, -r.delta, r.ci_low, r.ci_high)
 
             artifacts = []
             for view in views:
@@ -128,7 +140,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
     result = AuditResult(
         cfg.name, build.name, final, run_id, final / DATABASE, final / "dossier.html",
         final / "dossier.pdf" if cfg.report.pdf else None, final / "manifest.json",
-        {ev.name: ev.summary["macro"] for ev in evals}, time.perf_counter() - start,
+        {ev.name: ev.summary["macro"] for ev in evals}, time.perf_counter() - start, regressions,
     )
     log.info("audit %s %s finished in %.1f s", cfg.name, build.name, result.seconds)
     return result

@@ -9,6 +9,7 @@ be re-rendered without recomputing anything.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from . import charts
 from .metrics import METRICS
 from .store import AuditStore
 
-__all__ = ["DISCLAIMER", "RenderedFile", "build_context", "default_templates", "render_dossier"]
+__all__ = ["DISCLAIMER", "RenderedFile", "build_context", "default_templates", "render_dossier", "rerender"]
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,17 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         rows = [r for r in image_rows[n] if r["iou"] < jt]
         failures.append({"name": n, "count": len(rows), "ids": [r["image_id"] for r in sorted(rows, key=lambda r: r["iou"])][:30]})
 
+    comparisons, changes = store.comparison(run["id"])
+    tolerance = run["config"]["evaluate"]["regression_tolerance"]
+    watched = run["config"]["evaluate"]["regression_metrics"]
+    for c in comparisons:
+        c["significant"] = c["ci_low"] > 0 or c["ci_high"] < 0
+        c["regression"] = c["metric"] in watched and c["delta"] < -tolerance
+
     context = {
+        "comparisons": comparisons,
+        "comparison_changes": changes,
+        "regression_tolerance": tolerance,
         "audit": {"name": run["audit_name"], "version": f"v{run['version']:03d}", "run_id": run["id"],
                   "started_at": run["started_at"], "finished_at": run["finished_at"],
                   "rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
@@ -162,6 +173,7 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         "data": {**dataset, "n_files": n_files, "files": files, "files_truncated": n_files > len(files),
                  "partition": evals[0]["partition"]},
         "config": run["config"],
+        "config_rows": _flatten(run["config"]),
         "models": models,
         "names": names,
         "metric_rows": metric_rows,
@@ -176,6 +188,15 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         "evaluations": evals,
     }
     return context, written
+
+
+def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Config tree as dotted keys, for a compact two-column table."""
+    if isinstance(tree, dict):
+        return [kv for k, v in tree.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else k)]
+    if isinstance(tree, list) and tree and isinstance(tree[0], dict):
+        return [kv for i, v in enumerate(tree) for kv in _flatten(v, f"{prefix}.{i}")]
+    return [(prefix, json.dumps(tree))]
 
 
 def _pooled(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -212,3 +233,23 @@ def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, p
         log.info("report: PDF written in %.1f s", time.perf_counter() - t0)
         written.append(RenderedFile(pdf_path, "dossier-pdf", "Audit dossier (PDF)"))
     return written
+
+
+def rerender(version: Path, output: Path, templates: Path | None = None, pdf: bool = True,
+             dpi: int = 110) -> list[RenderedFile]:
+    """Render a stored version again into ``output`` from its database alone.
+
+    The version folder is only read: its database opens read-only, and the figures drawn
+    from images (overlays) are copied, since the database holds their hashes, not pixels.
+    """
+    import shutil
+
+    version, output = Path(version), Path(output)
+    db_path = version / "audit.sqlite"
+    output.mkdir(parents=True, exist_ok=False)
+    with AuditStore(db_path, readonly=True) as store:
+        for a in store.artifacts(store.run()["id"]):
+            if a["kind"] in ("overlay", "probability"):
+                (output / a["path"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(version / a["path"], output / a["path"])
+    return render_dossier(db_path, output, templates, pdf, dpi)

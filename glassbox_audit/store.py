@@ -8,7 +8,8 @@ Tables (``schema_version`` in ``meta``):
 
 ``runs``, ``datasets``, ``data_files``, ``models``, ``evaluations``, ``evaluation_metrics``
 (tall: one row per metric and averaging), ``image_metrics``, ``batch_metrics``,
-``selected_batches``, ``artifacts``.
+``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
+version), ``artifacts``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ class AuditStore:
             db["selected_batches"].create({"run_id": str, "batch_index": int, "reason": str},
                                           pk=("run_id", "batch_index"),
                                           foreign_keys=[("run_id", "runs", "id")])
+            db["comparisons"].create({
+                "run_id": str, "against_version": str, "model": str, "metric": str, "a": float, "b": float,
+                "delta": float, "ci_low": float, "ci_high": float, "p_value": float, "n_images": int,
+            }, pk=("run_id", "model", "metric"), foreign_keys=[("run_id", "runs", "id")])
+            db["comparison_changes"].create({
+                "run_id": str, "against_version": str, "what": str, "a": str, "b": str,
+            }, pk=("run_id", "what"), foreign_keys=[("run_id", "runs", "id")])
             db["artifacts"].create({
                 "run_id": str, "path": str, "kind": str, "description": str, "sha256": str, "bytes": int,
             }, pk=("run_id", "path"), foreign_keys=[("run_id", "runs", "id")])
@@ -192,6 +200,21 @@ class AuditStore:
         with self.db.atomic():
             self.db["selected_batches"].insert_all(
                 {"run_id": run_id, "batch_index": b, "reason": reason} for b in batches)
+
+    def record_comparison(self, run_id: str, diff: Any) -> None:
+        """Store a :class:`~glassbox_audit.compare.VersionDiff` against the previous version."""
+        with self.db.atomic():
+            self.db["comparisons"].insert_all(
+                {"run_id": run_id, "against_version": diff.a, "model": m.model, "metric": m.metric, "a": m.a,
+                 "b": m.b, "delta": m.delta, "ci_low": m.ci_low, "ci_high": m.ci_high, "p_value": m.p_value,
+                 "n_images": m.n_images} for m in diff.metrics)
+            self.db["comparison_changes"].insert_all(
+                {"run_id": run_id, "against_version": diff.a, "what": c.what, "a": c.a, "b": c.b}
+                for c in diff.changes)
+
+    def comparison(self, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return (self.rows("select * from comparisons where run_id = ? order by rowid", [run_id]),
+                self.rows("select * from comparison_changes where run_id = ? order by rowid", [run_id]))
 
     def record_artifacts(self, run_id: str, artifacts: Iterable[dict[str, Any]]) -> None:
         with self.db.atomic():

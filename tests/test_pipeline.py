@@ -166,3 +166,45 @@ def test_cli_reports_bad_input_in_one_line_without_traceback(tmp_path):
     assert result.exit_code == 2 and "not an ISIC Task 1 folder" in result.stderr
     assert "Traceback" not in result.output
     assert not audits.exists()  # nothing was written
+
+
+def test_render_rebuilds_the_dossier_from_the_database_without_touching_the_version(two_runs, tmp_path):
+    first, tmp = two_runs["first"], two_runs["tmp"]
+    before = tree_hashes(first.path)
+    out = tmp_path / "again"
+    result = CliRunner().invoke(cli, ["render", "tiny", "v001", "--audits-dir", str(tmp / "audits"),
+                                      "-o", str(out), "--no-pdf"], obj={})
+    assert result.exit_code == 0, result.output
+    assert tree_hashes(first.path) == before
+    parser = _Collect()
+    parser.feed((out / "dossier.html").read_text())
+    assert all((out / src).is_file() for src in parser.images)
+    # Same numbers, drawn again from the stored database.
+    assert (out / "figures" / "batch_dice.png").read_bytes() == (first.path / "figures" / "batch_dice.png").read_bytes()
+
+
+def test_verify_command_passes_untouched_versions_and_fails_edited_ones(two_runs):
+    audit = two_runs["tmp"] / "audits" / "tiny"
+    ok = CliRunner().invoke(cli, ["verify", str(audit)], obj={})
+    assert ok.exit_code == 0 and "FAILED" not in ok.output
+
+
+def test_second_version_compares_itself_with_the_first(two_runs):
+    second = two_runs["second"]
+    with AuditStore(second.database, readonly=True) as store:
+        rows, changes = store.comparison(store.run()["id"])
+    assert {r["against_version"] for r in rows} == {"v001"}
+    # Same models and data: every delta is exactly zero, only the run itself differs.
+    assert all(r["delta"] == 0 for r in rows) and len(rows) == 3 * 6
+    assert not [c for c in changes if c["what"].startswith(("weights", "dataset"))]
+    assert "Changes since the previous version" in second.html.read_text()
+
+
+def test_diff_command_reports_deltas_per_model_as_json(two_runs):
+    tmp = two_runs["tmp"]
+    result = CliRunner().invoke(cli, ["diff", "tiny", "v001", "v002", "--audits-dir", str(tmp / "audits"),
+                                      "--json"], obj={})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["a"] == "v001" and doc["b"] == "v002"
+    assert {m["model"] for m in doc["metrics"]} == {"precision-optimized", "balanced", "recall-optimized"}

@@ -1,0 +1,193 @@
+"""The batched engine every method runs on: row chunking and compiled model calls.
+
+Work is described as *rows*: one row is one model input (an image, a noisy copy, a point
+on an integration path, a perturbed image). :func:`chunked` is the one place rows are cut
+into model calls of at most ``batch_size``; each call is a single ``tf.function`` graph
+call, so 50 integration steps of 8 images cost ``ceil(400 / batch_size)`` graph calls and
+no Python per step.
+
+Compiled functions are cached per view (weakly, so a model dropped by the caller is freed)
+and traced with ``None`` batch dimensions: chunk sizes and image counts change without
+retracing.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+T = TypeVar("T")
+
+_COMPILED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def chunked(n_rows: int, batch_size: int, call: Callable[[slice], T]) -> list[T]:
+    """Call ``call(rows)`` on consecutive slices covering ``range(n_rows)``.
+
+    Slices hold at most ``batch_size`` rows and differ in size by at most one, so the
+    last call is never a wasteful sliver (10 rows at 4 run as 3 + 4 + 3).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if n_rows <= 0:
+        return []
+    n_chunks = math.ceil(n_rows / batch_size)
+    bounds = np.linspace(0, n_rows, n_chunks + 1).round().astype(int)
+    return [call(slice(int(a), int(b))) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def compiled(view: keras.Model, key: tuple, build: Callable[[Callable[[], keras.Model]], Callable]) -> Callable:
+    """The function ``build(get_view)`` made once per ``(view, key)``.
+
+    ``build`` receives a zero-argument getter instead of the view: the traced function then
+    holds the view weakly and the cache entry does not keep the model alive.
+    """
+    per_view = _COMPILED.setdefault(view, {})
+    fn = per_view.get(key)
+    if fn is None:
+        ref = weakref.ref(view)
+        fn = build(ref)
+        per_view[key] = fn
+    return fn
+
+
+def _spec(view: keras.Model) -> tuple[int | None, int | None, int | None]:
+    shape = view.input_shape
+    if isinstance(shape, list):
+        shape = shape[0]
+    return tuple(shape[1:4])  # type: ignore[return-value]
+
+
+def _image_spec(view: keras.Model) -> tf.TensorSpec:
+    return tf.TensorSpec([None, *_spec(view)], tf.float32)
+
+
+def logits_function(view: keras.Model) -> Callable:
+    """Compiled ``x (B, H, W, C) -> logits (B, H', W')`` (first output channel)."""
+
+    def build(get):
+        @tf.function(input_signature=[_image_spec(view)])
+        def fn(x):
+            return get()(x, training=False)[..., 0]
+
+        return fn
+
+    return compiled(view, ("logits",), build)
+
+
+def predict_logits(view: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """``(N, H', W')`` float32 logits of ``images`` in chunks of ``batch_size``."""
+    fn = logits_function(view)
+    parts = chunked(len(images), batch_size, lambda s: fn(images[s]).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, *view.output_shape[1:3]), np.float32)
+
+
+def gradient_function(view: keras.Model, noisy: bool, times_delta: bool, post: str) -> Callable:
+    """Compiled per-chunk attribution: gradients of the region-weighted logits, summed per image.
+
+    Row ``r`` explains image ``idx[r]`` at the input
+    ``b + alpha[r] * (x + noise[r] - b)`` (``b`` the baseline; with ``alpha = 1`` and a zero
+    baseline that is the image itself, exactly). Its gradient is optionally multiplied by
+    ``x + noise - b`` (integrated gradients), then ``abs``-ed or squared (``post``),
+    weighted by ``coef[r]``, and summed into slot ``seg[r]`` of an ``(n, H, W, C)`` output
+    (its image, or its image and noise sample when samples must stay apart).
+    The second output is each row's target value (region-weighted mean logit).
+    """
+    spec = _image_spec(view)
+    h_out, w_out = view.output_shape[1:3]
+    signature = [spec, spec, tf.TensorSpec([None, h_out, w_out], tf.float32),
+                 tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32),
+                 tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
+                 tf.TensorSpec([], tf.int32)]
+    if noisy:
+        signature.append(spec)
+
+    def build(get):
+        @tf.function(input_signature=signature)
+        def fn(x_all, b_all, w_all, idx, seg, alpha, coef, n, *noise):
+            x = tf.gather(x_all, idx)
+            if noisy:
+                x = x + noise[0]
+            b = tf.gather(b_all, idx)
+            a = alpha[:, None, None, None]
+            inputs = b + a * (x - b)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                logits = get()(inputs, training=False)[..., 0]
+                values = tf.reduce_sum(logits * tf.gather(w_all, idx), axis=[1, 2])
+                # Images are independent at inference, so the gradient of the sum is each
+                # row's own gradient: one backward pass for the whole chunk.
+                total = tf.reduce_sum(values)
+            g = tape.gradient(total, inputs)
+            if times_delta:
+                g = g * (x - b)
+            if post == "abs":
+                g = tf.abs(g)
+            elif post == "square":
+                g = g * g
+            g = g * coef[:, None, None, None]
+            return tf.math.unsorted_segment_sum(g, seg, n), values
+
+        return fn
+
+    return compiled(view, ("gradient", noisy, times_delta, post), build)
+
+
+def layer_cam_function(view: keras.Model, names: tuple[str, ...]) -> Callable:
+    """Compiled Grad-CAM of the named layers: ``(x, w) -> (B, L, H, W)`` non-normalised maps.
+
+    For a layer output ``A`` (h x w x K) and target ``F``: channel weights are the spatial
+    mean of ``dF/dA``; the map is ``relu(sum_k weight_k A_k)``, resized bilinearly to the
+    input size. All layers share one forward and one backward pass.
+    """
+    from .views import layer_view
+
+    sub = layer_view(view, names)
+    h_out, w_out = view.output_shape[1:3]
+    signature = [_image_spec(view), tf.TensorSpec([None, h_out, w_out], tf.float32)]
+
+    def build(get):
+        @tf.function(input_signature=signature)
+        def fn(x, w):
+            size = tf.shape(x)[1:3]
+            with tf.GradientTape() as tape:
+                *acts, logits = sub(x, training=False)
+                total = tf.reduce_sum(logits[..., 0] * w)
+            grads = tape.gradient(total, acts)
+            cams = []
+            for a, g in zip(acts, grads):
+                if g is None:  # a layer the target does not depend on explains nothing
+                    g = tf.zeros_like(a)
+                weights = tf.reduce_mean(g, axis=[1, 2], keepdims=True)
+                cam = tf.nn.relu(tf.reduce_sum(weights * a, axis=-1, keepdims=True))
+                cams.append(tf.image.resize(cam, size, method="bilinear")[..., 0])
+            return tf.stack(cams, axis=1)
+
+        return fn
+
+    return compiled(view, ("cam", names), build)
+
+
+def layer_output_function(view: keras.Model, names: tuple[str, ...]) -> Callable:
+    """Compiled ``x -> (B, L, H, W)``: the named 1-channel layer outputs at input size."""
+    from .views import layer_view
+
+    sub = layer_view(view, names)
+
+    def build(get):
+        @tf.function(input_signature=[_image_spec(view)])
+        def fn(x):
+            size = tf.shape(x)[1:3]
+            *acts, _ = sub(x, training=False)
+            maps = [tf.image.resize(a[..., :1], size, method="bilinear")[..., 0] for a in acts]
+            return tf.stack(maps, axis=1)
+
+        return fn
+
+    return compiled(view, ("outputs", names), build)
