@@ -208,3 +208,16 @@ def test_diff_command_reports_deltas_per_model_as_json(two_runs):
     doc = json.loads(result.stdout)
     assert doc["a"] == "v001" and doc["b"] == "v002"
     assert {m["model"] for m in doc["metrics"]} == {"precision-optimized", "balanced", "recall-optimized"}
+
+
+def test_fail_on_regression_exits_1_but_keeps_the_new_version_as_evidence(two_runs):
+    tmp = two_runs["tmp"]
+    args = ["run", "--name", "tiny", "--no-pdf", "--fail-on-regression"]
+    for o in tiny_overrides(tmp) + ["evaluate.threshold=0.999"]:  # nearly nothing predicted: Dice falls
+        args += ["--set", o]
+    before = {p.name for p in (tmp / "audits" / "tiny").iterdir()}
+    result = CliRunner().invoke(cli, args, obj={})
+    assert result.exit_code == 1, result.output
+    assert "regression: " in result.stderr and " dice " in result.stderr
+    new = {p.name for p in (tmp / "audits" / "tiny").iterdir()} - before
+    assert len(new) == 1 and new.pop().startswith("v")

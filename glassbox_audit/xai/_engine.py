@@ -13,6 +13,7 @@ retracing.
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 from collections.abc import Callable
@@ -25,6 +26,24 @@ import tensorflow as tf
 T = TypeVar("T")
 
 _COMPILED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_BUILDERS = ("logits_function", "gradient_function", "layer_cam_function", "layer_output_function")
+
+
+class _OneTracePerView(logging.Filter):
+    """Drop TensorFlow's "frequent retracing" warning for this module's functions only.
+
+    TensorFlow counts traces per Python code object, so one trace for each of several views
+    (variants, guided clones, randomised copies) reads to it like retracing. Each of these
+    functions is traced once per view (``input_signature`` with ``None`` batch dimensions);
+    the tests check the tracing counts.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("tf.function retracing" in msg and any(f"{b}.<locals>" in msg for b in _BUILDERS))
+
+
+logging.getLogger("tensorflow").addFilter(_OneTracePerView())
 
 
 def chunked(n_rows: int, batch_size: int, call: Callable[[slice], T]) -> list[T]:
@@ -74,7 +93,8 @@ def logits_function(view: keras.Model) -> Callable:
     def build(get):
         @tf.function(input_signature=[_image_spec(view)])
         def fn(x):
-            return get()(x, training=False)[..., 0]
+            # float32 whatever the model computes in (float64 for exact checks, float16 mixed).
+            return tf.cast(get()(x, training=False)[..., 0], tf.float32)
 
         return fn
 
@@ -88,55 +108,55 @@ def predict_logits(view: keras.Model, images: np.ndarray, batch_size: int) -> np
     return np.concatenate(parts) if parts else np.zeros((0, *view.output_shape[1:3]), np.float32)
 
 
-def gradient_function(view: keras.Model, noisy: bool, times_delta: bool, post: str) -> Callable:
-    """Compiled per-chunk attribution: gradients of the region-weighted logits, summed per image.
+_POST = {"none": 0, "abs": 1, "square": 2}
 
-    Row ``r`` explains image ``idx[r]`` at the input
-    ``b + alpha[r] * (x + noise[r] - b)`` (``b`` the baseline; with ``alpha = 1`` and a zero
-    baseline that is the image itself, exactly). Its gradient is optionally multiplied by
-    ``x + noise - b`` (integrated gradients), then ``abs``-ed or squared (``post``),
-    weighted by ``coef[r]``, and summed into slot ``seg[r]`` of an ``(n, H, W, C)`` output
-    (its image, or its image and noise sample when samples must stay apart).
-    The second output is each row's target value (region-weighted mean logit).
+
+def gradient_function(view: keras.Model) -> Callable:
+    """Compiled per-chunk attribution: gradients of the region-weighted logits, summed per slot.
+
+    ``fn(x_all, b_all, w_all, idx, seg, alpha, coef, n, noise, times_delta, post)``: row ``r``
+    explains image ``idx[r]`` at the input ``b + alpha[r] * (x + noise[r] - b)`` (``b`` the
+    baseline; with ``alpha = 1`` and a zero baseline that is the image itself, exactly).
+    ``noise`` is ``(B, H, W, C)`` or a broadcast ``(1, 1, 1, 1)`` zero. The gradient is
+    multiplied by ``x + noise - b`` when ``times_delta`` (integrated gradients), then
+    ``abs``-ed or squared (``post`` = 1 or 2), weighted by ``coef[r]``, and summed into slot
+    ``seg[r]`` of an ``(n, H, W, C)`` output (its image, or its image and noise sample when
+    samples must stay apart). The second output is each row's target value (region-mean
+    logit).
+
+    The options are tensors, not Python flags, so every gradient method of a view shares
+    this one trace.
     """
     spec = _image_spec(view)
     h_out, w_out = view.output_shape[1:3]
     signature = [spec, spec, tf.TensorSpec([None, h_out, w_out], tf.float32),
                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32),
                  tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
-                 tf.TensorSpec([], tf.int32)]
-    if noisy:
-        signature.append(spec)
+                 tf.TensorSpec([], tf.int32), tf.TensorSpec([None, None, None, None], tf.float32),
+                 tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.int32)]
 
     def build(get):
         @tf.function(input_signature=signature)
-        def fn(x_all, b_all, w_all, idx, seg, alpha, coef, n, *noise):
-            x = tf.gather(x_all, idx)
-            if noisy:
-                x = x + noise[0]
+        def fn(x_all, b_all, w_all, idx, seg, alpha, coef, n, noise, times_delta, post):
+            x = tf.gather(x_all, idx) + noise
             b = tf.gather(b_all, idx)
-            a = alpha[:, None, None, None]
-            inputs = b + a * (x - b)
+            inputs = b + alpha[:, None, None, None] * (x - b)
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
-                logits = get()(inputs, training=False)[..., 0]
+                logits = tf.cast(get()(inputs, training=False)[..., 0], tf.float32)
                 values = tf.reduce_sum(logits * tf.gather(w_all, idx), axis=[1, 2])
                 # Images are independent at inference, so the gradient of the sum is each
                 # row's own gradient: one backward pass for the whole chunk.
                 total = tf.reduce_sum(values)
             g = tape.gradient(total, inputs)
-            if times_delta:
-                g = g * (x - b)
-            if post == "abs":
-                g = tf.abs(g)
-            elif post == "square":
-                g = g * g
+            g = tf.cond(times_delta, lambda: g * (x - b), lambda: g)
+            g = tf.switch_case(post, [lambda: g, lambda: tf.abs(g), lambda: g * g])
             g = g * coef[:, None, None, None]
             return tf.math.unsorted_segment_sum(g, seg, n), values
 
         return fn
 
-    return compiled(view, ("gradient", noisy, times_delta, post), build)
+    return compiled(view, ("gradient",), build)
 
 
 def layer_cam_function(view: keras.Model, names: tuple[str, ...]) -> Callable:
@@ -158,14 +178,14 @@ def layer_cam_function(view: keras.Model, names: tuple[str, ...]) -> Callable:
             size = tf.shape(x)[1:3]
             with tf.GradientTape() as tape:
                 *acts, logits = sub(x, training=False)
-                total = tf.reduce_sum(logits[..., 0] * w)
+                total = tf.reduce_sum(tf.cast(logits[..., 0], tf.float32) * w)
             grads = tape.gradient(total, acts)
             cams = []
             for a, g in zip(acts, grads):
                 if g is None:  # a layer the target does not depend on explains nothing
                     g = tf.zeros_like(a)
                 weights = tf.reduce_mean(g, axis=[1, 2], keepdims=True)
-                cam = tf.nn.relu(tf.reduce_sum(weights * a, axis=-1, keepdims=True))
+                cam = tf.cast(tf.nn.relu(tf.reduce_sum(weights * a, axis=-1, keepdims=True)), tf.float32)
                 cams.append(tf.image.resize(cam, size, method="bilinear")[..., 0])
             return tf.stack(cams, axis=1)
 
@@ -185,7 +205,7 @@ def layer_output_function(view: keras.Model, names: tuple[str, ...]) -> Callable
         def fn(x):
             size = tf.shape(x)[1:3]
             *acts, _ = sub(x, training=False)
-            maps = [tf.image.resize(a[..., :1], size, method="bilinear")[..., 0] for a in acts]
+            maps = [tf.image.resize(tf.cast(a[..., :1], tf.float32), size, method="bilinear")[..., 0] for a in acts]
             return tf.stack(maps, axis=1)
 
         return fn

@@ -11,6 +11,12 @@ group's map is the mean of the normalised maps of its blocks' output layers
 (:func:`group_layers`), renormalised. All requested layers share one forward and one
 backward pass per chunk.
 
+For segmentation the channel weights are region-weighted gradients (Seg-Grad-CAM,
+Vinogradova et al., 2020). On the layer feeding a 1x1 output convolution (``dec1_relu2``,
+the default) they reduce to the output kernel whatever the region, so that map shows where
+the last features push the lesion logit up overall; layers further back (``att1_gated``,
+``enc2_relu2``, the groups) depend on the region explained.
+
 Example::
 
     cam = GradCAM(model).explain(images, layer="dec1_relu2")             # (N, H, W)

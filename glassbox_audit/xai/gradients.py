@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from ._engine import chunked, gradient_function, predict_logits
+from ._engine import _POST, chunked, gradient_function, predict_logits
 from .maths import baseline_images, channel_reduce, integration_nodes
 from .target import TargetRegion, target_region
 from .views import guided_view, logits_view
@@ -87,16 +87,20 @@ def _attribute(view: keras.Model, images: np.ndarray, region: TargetRegion, plan
     baselines = plan.baselines if plan.baselines is not None else np.zeros_like(images)
     # Noise standard deviation relative to each image's value range (Smilkov et al., 2017).
     sigma = noise * (images.reshape(n, -1).max(axis=1) - images.reshape(n, -1).min(axis=1)) if n else []
-    fn = gradient_function(view, noisy, plan.times_delta, post)
+    fn = gradient_function(view)
     shape = images.shape[1:]
+    flags = (np.bool_(plan.times_delta), np.int32(_POST[post]))
+    no_noise = np.zeros((1, 1, 1, 1), np.float32)
 
     def call(rows: slice):
-        args = [images, baselines, region.weights, image[rows], seg[rows], alpha[rows], coef[rows], n_out]
         if noisy:
             # Seeded per (image, sample), so maps do not depend on how rows are chunked.
-            args.append(np.stack([np.random.default_rng([seed, i, s]).standard_normal(shape, np.float32) * sigma[i]
-                                  for i, s in zip(image[rows], sample[rows])]))
-        return fn(*args)[0].numpy()
+            noise_rows = np.stack([np.random.default_rng([seed, i, s]).standard_normal(shape, np.float32) * sigma[i]
+                                   for i, s in zip(image[rows], sample[rows])])
+        else:
+            noise_rows = no_noise
+        return fn(images, baselines, region.weights, image[rows], seg[rows], alpha[rows], coef[rows],
+                  np.int32(n_out), noise_rows, *flags)[0].numpy()
 
     total = np.zeros((n_out, *shape), np.float32)
     for part in chunked(len(image), batch_size, call):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+from scipy.special import expit
 from skimage.segmentation import slic
 
 from ._engine import predict_logits
@@ -71,8 +72,7 @@ class SuperpixelConfidence:
             Images per model call.
         """
         images = np.ascontiguousarray(images, dtype=np.float32)
-        logits = predict_logits(logits_view(self.model), images, batch_size).astype(np.float64)
-        prob = 1.0 / (1.0 + np.exp(-logits))
+        prob = expit(predict_logits(logits_view(self.model), images, batch_size).astype(np.float64))
         # SLIC itself is per image (its k-means is); the statistics below are one bincount.
         labels = (np.stack([_slic(im, n_segments, compactness) for im in images]) if len(images)
                   else np.zeros(prob.shape, np.int32))

@@ -1,0 +1,244 @@
+"""``explain_batch``: every configured method, for every model, on one batch, with the checks.
+
+This is what the pipeline calls once per selected batch. It resolves each model's target
+region once (on the unperturbed images), runs the methods of :class:`XaiSettings` in
+order, then the deletion / insertion curves and the randomisation check, and returns an
+:class:`XaiResult` holding the maps, the parameters used, the check results and timings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from .attention import AttentionMaps, attention_layers
+from .cam import GradCAM, LayerGradCAM, default_cam_layer
+from .checks import PerturbationCurves, RandomisationResult, perturbation_curves, randomisation_check
+from .gradients import Completeness, GuidedBackprop, IntegratedGradients, Saliency, SmoothGrad
+from .settings import XaiSettings
+from .superpixel import SuperpixelConfidence
+from .target import TargetRegion, target_region
+
+__all__ = ["XaiResult", "explain_batch", "method_maps"]
+
+# Families that are properties of the prediction rather than attributions of a target:
+# ranking pixels by them in the deletion curve answers another question, so by default
+# they are not checked (the mean attention map is, as "does the model attend where it matters?").
+_NOT_CHECKED = ("superpixel/", "attention/")
+
+
+@dataclass
+class XaiResult:
+    """Everything the XAI stage computed for one batch.
+
+    Attributes
+    ----------
+    models : list of str
+        Model names, in the order given.
+    image_ids : list of str
+        One id per image (row labels of the figures).
+    settings : XaiSettings
+        The settings used.
+    maps : dict of str to dict of str to numpy.ndarray
+        Map key to model name to ``(N, H, W)`` float32 maps at network input size. Keys are
+        method names; layer-wise methods add ``/part`` (``layer_gradcam/encoder``,
+        ``attention/att1_coef``, ``superpixel/confidence``).
+    params : dict of str to dict
+        Map key to the parameters it was computed with (printed under its figure).
+    targets : dict of str to TargetRegion
+        Model name to the explained region.
+    completeness : dict of str to Completeness
+        Model name to the integrated-gradients completeness check.
+    curves : list of PerturbationCurves
+        Deletion and insertion curves (per model and map key, plus ``random``).
+    randomisation : list of RandomisationResult
+        Randomisation check results (per model and map key).
+    timings : dict of str to dict of str to float
+        Method (or ``deletion_insertion`` / ``randomisation``) to model name to seconds.
+    notes : list of str
+        Methods skipped and why (e.g. a model without attention gates).
+    """
+
+    models: list[str]
+    image_ids: list[str]
+    settings: XaiSettings
+    maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    params: dict[str, dict[str, object]] = field(default_factory=dict)
+    targets: dict[str, TargetRegion] = field(default_factory=dict)
+    completeness: dict[str, Completeness] = field(default_factory=dict)
+    curves: list[PerturbationCurves] = field(default_factory=list)
+    randomisation: list[RandomisationResult] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def check_rows(self) -> list[dict]:
+        """Per-image rows of every check (deletion, insertion, randomisation, completeness)."""
+        rows = [r for c in self.curves for r in c.to_rows()]
+        rows += [r for c in self.randomisation for r in c.to_rows()]
+        rows += [r for m, c in self.completeness.items() for r in c.to_rows(model=m)]
+        return rows
+
+    def summary_rows(self) -> list[dict]:
+        """One row per check, model and method (and cascade depth): the dossier tables."""
+        rows = [r for c in self.curves for r in c.summary_rows()]
+        rows += [r for c in self.randomisation for r in c.summary_rows()]
+        for m, c in self.completeness.items():
+            rows.append({"check": "completeness", "model": m, "method": "integrated_gradients",
+                         "n_images": len(c.error), "relative_error_mean": float(np.mean(c.relative_error)),
+                         "relative_error_max": float(np.max(c.relative_error)) if len(c.error) else float("nan")})
+        return rows
+
+    def timing_rows(self) -> list[dict]:
+        """One row per method and model: method, model, seconds."""
+        return [{"method": k, "model": m, "seconds": float(s)} for k, per in self.timings.items() for m, s in per.items()]
+
+
+def method_maps(method: str, model: keras.Model, images: np.ndarray, region: TargetRegion,
+                s: XaiSettings) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]], Completeness | None]:
+    """Run one method of the settings: maps by key, parameters by key, IG completeness (or None)."""
+    bs, target = s.batch_size, region
+    ig = dict(steps=s.ig_steps, baseline=s.ig_baseline, rule=s.ig_rule, blur_sigma=s.blur_sigma)
+    if method == "saliency":
+        return ({method: Saliency(model).explain(images, target, abs=s.saliency_abs, batch_size=bs)},
+                {method: {"abs": s.saliency_abs, "channels": "max" if s.saliency_abs else "sum"}}, None)
+    if method == "guided_backprop":
+        return {method: GuidedBackprop(model).explain(images, target, batch_size=bs)}, {method: {"channels": "absmax"}}, None
+    if method == "integrated_gradients":
+        maps, check = IntegratedGradients(model).explain(images, target, seed=s.seed, return_completeness=True,
+                                                         batch_size=bs, **ig)
+        return {method: maps}, {method: {**ig, "channels": "sum"}}, check
+    if method == "smoothgrad":
+        base = {"saliency": Saliency, "guided_backprop": GuidedBackprop,
+                "integrated_gradients": IntegratedGradients}[s.smoothgrad_base](model)
+        options = ig if s.smoothgrad_base == "integrated_gradients" else (
+            {"abs": s.saliency_abs} if s.smoothgrad_base == "saliency" else {})
+        maps = SmoothGrad(base).explain(images, target, samples=s.smoothgrad_samples, noise=s.smoothgrad_noise,
+                                        nt_type=s.smoothgrad_type, seed=s.seed, batch_size=bs, **options)
+        return {method: maps}, {method: {"base": s.smoothgrad_base, "samples": s.smoothgrad_samples,
+                                         "noise": s.smoothgrad_noise, "type": s.smoothgrad_type, **options}}, None
+    if method == "gradcam":
+        layer = s.gradcam_layer or default_cam_layer(model)
+        maps = GradCAM(model).explain(images, target, layer=layer, smoothing=s.gradcam_smoothing, batch_size=bs)
+        return {method: maps}, {method: {"layer": layer, "smoothing": s.gradcam_smoothing}}, None
+    if method == "layer_gradcam":
+        out = LayerGradCAM(model).explain(images, target, groups=s.gradcam_groups, layers=s.gradcam_layers,
+                                          smoothing=s.gradcam_smoothing, batch_size=bs)
+        return ({f"{method}/{k}": v for k, v in out.items()},
+                {f"{method}/{k}": {"layers": k, "smoothing": s.gradcam_smoothing} for k in out}, None)
+    if method == "superpixel":
+        sp = SuperpixelConfidence(model).superpixels(images, s.slic_segments, s.slic_compactness, bs)
+        p = {"n_segments": s.slic_segments, "compactness": s.slic_compactness}
+        return ({f"{method}/confidence": sp.confidence, f"{method}/probability": sp.probability},
+                {f"{method}/confidence": {**p, "value": "mean |2p - 1|"},
+                 f"{method}/probability": {**p, "value": "mean p"}}, None)
+    if method == "attention":
+        gates = AttentionMaps(model).explain_layers(images, batch_size=bs)
+        maps = {method: np.mean(list(gates.values()), axis=0).astype(np.float32)}
+        maps.update({f"{method}/{k}": v for k, v in gates.items()})
+        return maps, {k: {"gates": ", ".join(gates) if k == method else k.split("/", 1)[1]} for k in maps}, None
+    raise ValueError(f"unknown XAI method {method!r}")
+
+
+def _skip_reason(method: str, model: keras.Model) -> str | None:
+    if method == "attention" and not attention_layers(model):
+        return "has no attention gates"
+    return None
+
+
+def _family(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: np.ndarray | None = None,
+                  settings: XaiSettings | None = None, image_ids: Sequence[str] | None = None,
+                  progress: Callable[[str], None] | None = None) -> XaiResult:
+    """Explain one batch with every configured method for every model, and check the maps.
+
+    Parameters
+    ----------
+    models : dict of str to keras.Model
+        Variant name to model (logits or sigmoid output; see
+        :func:`~glassbox_audit.xai.views.logits_view`).
+    images : numpy.ndarray
+        ``(N, S, S, 3)`` float32 network inputs in [0, 1] (as the evaluation feeds them).
+    masks : numpy.ndarray, optional
+        ``(N, h, w)`` ground-truth masks, needed when ``settings.target == "truth"``; any
+        size (resized to the network output by nearest neighbour).
+    settings : XaiSettings, optional
+        Defaults to ``XaiSettings()``; validated here.
+    image_ids : list of str, optional
+        Row labels for the figures; default ``"0"``, ``"1"``, ...
+    progress : callable, optional
+        Called with a short message before each method (for logs).
+
+    Returns
+    -------
+    XaiResult
+
+    Example
+    -------
+    >>> result = explain_batch({"balanced": model}, images, masks, XaiSettings(ig_steps=50))  # doctest: +SKIP
+    >>> result.maps["integrated_gradients"]["balanced"].shape                                 # doctest: +SKIP
+    (8, 96, 96)
+    """
+    s = settings or XaiSettings()
+    s.validate()
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    ids = [str(i) for i in (image_ids if image_ids is not None else range(len(images)))]
+    result = XaiResult(list(models), ids, dataclasses.replace(s))
+    say = progress or (lambda _msg: None)
+
+    def timed(key: str, name: str, fn: Callable):
+        t0 = time.perf_counter()
+        out = fn()
+        result.timings.setdefault(key, {})[name] = time.perf_counter() - t0
+        return out
+
+    for name, model in models.items():
+        region = target_region(model, images, s.target, masks, s.batch_size)
+        result.targets[name] = region
+        for method in s.methods:
+            reason = _skip_reason(method, model)
+            if reason:
+                result.notes.append(f"{method} skipped for {name}: the model {reason}")
+                continue
+            say(f"xai {method} for {name}")
+            maps, params, check = timed(method, name, lambda: method_maps(method, model, images, region, s))
+            for key, m in maps.items():
+                result.maps.setdefault(key, {})[name] = m
+                result.params.setdefault(key, {**params[key], "target": s.target})
+            if check is not None:
+                result.completeness[name] = check
+
+        own = {k: per[name] for k, per in result.maps.items() if name in per}
+        if s.checks:
+            say(f"xai deletion/insertion for {name}")
+            checked = {k: v for k, v in own.items() if not k.startswith(_NOT_CHECKED)}
+            result.curves += timed("deletion_insertion", name, lambda: perturbation_curves(
+                model, images, checked, region, steps=s.deletion_steps, baseline=s.deletion_baseline,
+                blur_sigma=s.blur_sigma, seed=s.seed, random_reference=s.deletion_random_reference,
+                model_name=name, batch_size=s.batch_size))
+        if s.randomisation:
+            # Superpixels are not a function of a target: nothing to compare.
+            families = [m for m in s.randomisation_methods or [m for m in s.methods if m != "attention"]
+                        if m != "superpixel"]
+            compared = {k: v for k, v in own.items() if _family(k) in families}
+            if compared:
+                say(f"xai randomisation for {name}")
+
+                def again(copy: keras.Model) -> dict[str, np.ndarray]:
+                    out: dict[str, np.ndarray] = {}
+                    for fam in dict.fromkeys(_family(k) for k in compared):
+                        out.update(method_maps(fam, copy, images, region, s)[0])
+                    return out
+
+                result.randomisation += timed("randomisation", name, lambda: randomisation_check(
+                    model, compared, again, steps=s.randomisation_steps, seed=s.seed, model_name=name))
+    return result
