@@ -235,12 +235,13 @@ def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, p
     return written
 
 
-def rerender(version: Path, output: Path, templates: Path | None = None, pdf: bool = True,
-             dpi: int = 110) -> list[RenderedFile]:
+def rerender(version: Path, output: Path, templates: Path | None = None, pdf: bool = True
+             ) -> list[RenderedFile]:
     """Render a stored version again into ``output`` from its database alone.
 
     The version folder is only read: its database opens read-only, and the figures drawn
     from images (overlays) are copied, since the database holds their hashes, not pixels.
+    Figure resolution and listing limits come from the run's stored configuration.
     """
     import shutil
 
@@ -248,8 +249,10 @@ def rerender(version: Path, output: Path, templates: Path | None = None, pdf: bo
     db_path = version / "audit.sqlite"
     output.mkdir(parents=True, exist_ok=False)
     with AuditStore(db_path, readonly=True) as store:
+        report_cfg = store.run()["config"]["report"]
         for a in store.artifacts(store.run()["id"]):
             if a["kind"] in ("overlay", "probability"):
                 (output / a["path"]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(version / a["path"], output / a["path"])
-    return render_dossier(db_path, output, templates, pdf, dpi)
+    return render_dossier(db_path, output, templates, pdf, report_cfg["figure_dpi"],
+                          report_cfg["max_listed_files"])

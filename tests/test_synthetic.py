@@ -158,6 +158,7 @@ def test_recalling_with_same_args_reuses_without_rewriting(tmp_path, caplog):
     watched = [root / "dataset.json", root / "images" / "SYN_0000000.png",
                root / "splits" / "train.txt"]
     before = [p.stat().st_mtime_ns for p in watched]
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger=synthetic.__name__):
         assert _write(root) == root
     assert [p.stat().st_mtime_ns for p in watched] == before

@@ -1,0 +1,226 @@
+"""XAI methods against their definitions: finite differences, completeness, the guided rule."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from glassbox_audit.models.unet import build_attention_unet
+from glassbox_audit.xai import (AttentionMaps, GradCAM, GuidedBackprop, IntegratedGradients, LayerGradCAM, Saliency,
+                                SuperpixelConfidence, attention_layers, group_layers, guided_view, logits_view,
+                                spatial_layers, target_region)
+from glassbox_audit.xai.maths import superpixel_statistics
+
+from conftest import disc_pair
+
+
+def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    x = np.stack([disc_pair(seed + i, size, size)[0] for i in range(n)]).astype(np.float32) / 255.0
+    x += np.random.default_rng(seed).normal(0, 0.05, x.shape).astype(np.float32)
+    return np.clip(x, 0.02, 0.98)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(5)
+    return build_attention_unet(32, depth=2, base_filters=4)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return _images(3, 32)
+
+
+# --------------------------------------------------------------------------- saliency
+
+
+def test_saliency_equals_a_finite_difference_gradient_in_float64():
+    keras.utils.set_random_seed(7)
+    keras.config.set_floatx("float64")
+    try:
+        net = build_attention_unet(16, depth=2, base_filters=4, dropout=0.0)
+    finally:
+        keras.config.set_floatx("float32")
+    x = _images(1, 16, seed=11)
+    region = target_region(net, x)
+    grad_sum = Saliency(net).explain(x, target=region, abs=False, reduce="sum")[0]
+    grad_absmax = Saliency(net).explain(x, target=region)[0]
+
+    # Central differences, every pixel and channel of the image in one batched call.
+    # A small step keeps both sides on the same linear piece of every ReLU. Called directly:
+    # Model.predict would cast the float64 batch to float32.
+    eps = 1e-5
+    x64 = x[0].astype(np.float64)
+    h, w, c = x64.shape
+    bumps = np.eye(h * w * c).reshape(h * w * c, h, w, c) * eps
+    batch = np.concatenate([x64 + bumps, x64 - bumps])
+    f = (net(batch, training=False).numpy()[..., 0] * region.weights[0]).sum(axis=(1, 2))
+    fd = ((f[: h * w * c] - f[h * w * c:]) / (2 * eps)).reshape(h, w, c)
+
+    scale = np.abs(fd).max()
+    np.testing.assert_allclose(grad_sum, fd.sum(axis=-1), atol=1e-6 * scale)
+    np.testing.assert_allclose(grad_absmax, np.abs(fd).max(axis=-1), atol=1e-6 * scale)
+
+
+# --------------------------------------------------------------------------- integrated gradients
+
+
+@pytest.mark.parametrize("baseline", ["black", "blurred", "uniform"])
+def test_integrated_gradients_are_complete_with_enough_steps(model, images, baseline):
+    maps, check = IntegratedGradients(model).explain(images, steps=64, baseline=baseline, return_completeness=True)
+    np.testing.assert_allclose(maps.reshape(3, -1).sum(axis=1), check.attribution_sum, rtol=1e-4, atol=1e-6)
+    delta = check.f_input - check.f_baseline
+    assert (np.abs(delta) > 1e-3).all()  # a meaningful test: the target moves along the path
+    assert (check.relative_error < 0.01).all(), check.relative_error
+    np.testing.assert_allclose(check.error, check.attribution_sum - delta)
+
+
+def test_integration_rules_converge_and_few_steps_are_flagged(model, images):
+    _, coarse = IntegratedGradients(model).explain(images, steps=2, rule="riemann_middle", return_completeness=True)
+    _, fine = IntegratedGradients(model).explain(images, steps=128, rule="riemann_middle", return_completeness=True)
+    assert fine.relative_error.max() < 0.01
+    assert fine.relative_error.mean() < coarse.relative_error.mean()
+
+
+def test_integrated_gradients_accept_an_array_baseline(model, images):
+    grey = np.full(images.shape[1:], 0.5, np.float32)
+    _, check = IntegratedGradients(model).explain(images, steps=32, baseline=grey, return_completeness=True)
+    grey_logits = logits_view(model)(np.broadcast_to(grey, images.shape)).numpy()[..., 0]
+    region = target_region(model, images)
+    np.testing.assert_allclose(check.f_baseline, (grey_logits * region.weights).sum(axis=(1, 2)), rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- guided backprop
+
+
+def _relu_pair_model(w_pos: float, w_neg: float) -> keras.Model:
+    """logit = w_pos * relu(x) + w_neg * relu(-x), per pixel, through three kinds of ReLU."""
+    inp = keras.Input((4, 4, 1))
+    split = keras.layers.Conv2D(2, 1, use_bias=False, name="split")(inp)
+    if w_pos >= 0:  # exercise both a ReLU inside a layer and a standalone ReLU layer
+        act = keras.layers.Activation("relu", name="relu")(split)
+    else:
+        act = keras.layers.ReLU(name="relu")(split)
+    out = keras.layers.Conv2D(1, 1, use_bias=False, name="logits")(act)
+    net = keras.Model(inp, out)
+    net.get_layer("split").set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2)])
+    net.get_layer("logits").set_weights([np.array([w_pos, w_neg], np.float32).reshape(1, 1, 2, 1)])
+    return net
+
+
+def test_guided_backprop_passes_only_positive_gradients():
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 4, 4, 1) + 0.01
+    everywhere = np.ones((4, 4), bool)
+    # logit = relu(x) - relu(-x) = x: the plain gradient is 1 everywhere; the guided rule
+    # blocks the negative path (upstream gradient -1), leaving 1 only where x > 0.
+    net = _relu_pair_model(1.0, -1.0)
+    plain = Saliency(net).explain(x, target=everywhere, abs=False, reduce="sum")[0]
+    guided = GuidedBackprop(net).explain(x, target=everywhere, reduce="sum")[0]
+    np.testing.assert_allclose(plain, np.full((4, 4), 1 / 16), rtol=1e-6)
+    np.testing.assert_allclose(guided, (x[0, ..., 0] > 0) / 16, rtol=1e-6)
+    # logit = -relu(x) - relu(-x) = -|x|: every upstream gradient is negative, nothing passes.
+    net = _relu_pair_model(-1.0, -1.0)
+    assert np.abs(Saliency(net).explain(x, target=everywhere, abs=False, reduce="sum")).min() > 0
+    np.testing.assert_array_equal(GuidedBackprop(net).explain(x, target=everywhere, reduce="sum"), 0.0)
+
+
+def test_guided_view_computes_the_same_outputs_and_follows_weight_changes(model, images):
+    np.testing.assert_allclose(guided_view(model)(images).numpy(), model(images).numpy(), rtol=1e-5, atol=1e-6)
+    names = {layer.name for layer in guided_view(model).layers if getattr(layer, "activation", None) is not None
+             and getattr(layer.activation, "__name__", "") == "relu"}
+    assert not names  # every ReLU became guided
+    probe = _relu_pair_model(1.0, -1.0)
+    x = np.full((1, 4, 4, 1), 0.5, np.float32)
+    before = GuidedBackprop(probe).explain(x, target=np.ones((4, 4), bool), reduce="sum")
+    probe.get_layer("logits").set_weights([np.array([2.0, -1.0], np.float32).reshape(1, 1, 2, 1)])
+    after = GuidedBackprop(probe).explain(x, target=np.ones((4, 4), bool), reduce="sum")
+    np.testing.assert_allclose(after, 2 * before, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- logits view
+
+
+def test_models_ending_in_a_sigmoid_are_explained_on_their_logits(model, images):
+    # Same weights, sigmoid inside the last layer: the view clones it with a linear output.
+    def sigmoid_last(layer):
+        cfg = layer.get_config()
+        if layer.name == "logits":
+            cfg["activation"] = "sigmoid"
+        return layer.__class__.from_config(cfg)
+
+    inside = keras.models.clone_model(model, clone_function=sigmoid_last)
+    inside.set_weights(model.get_weights())
+    # Or a trailing Activation layer: the view cuts it off and shares the weights.
+    trailing = keras.Model(model.input, keras.layers.Activation("sigmoid")(model.output))
+    reference = model(images).numpy()
+    for net in (inside, trailing):
+        np.testing.assert_allclose(expit(reference), net(images).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(logits_view(net)(images).numpy(), reference, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(Saliency(net).explain(images), Saliency(model).explain(images), rtol=1e-4,
+                                   atol=1e-7)
+    assert logits_view(model) is model
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+
+
+def test_gradcam_works_for_every_spatial_layer_of_the_model(model, images):
+    layers = spatial_layers(model)
+    shapes = {name: model.get_layer(name).output.shape for name in layers}
+    assert all(len(s) == 4 for s in shapes.values())
+    assert {"enc1_conv1", "enc1_pool", "bottleneck_se_scale", "att1_coef", "dec1_relu2", "logits"} <= set(layers)
+    maps = LayerGradCAM(model).explain(images, groups=[], layers=layers)
+    assert set(maps) == set(layers)
+    for name, m in maps.items():
+        assert m.shape == (3, 32, 32) and m.dtype == np.float32, name
+        assert np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1, name
+    # The one-layer class gives the same maps as the shared pass.
+    for name in ("enc2_relu2", "att1_gated", "dec1_relu2"):
+        np.testing.assert_allclose(GradCAM(model).explain(images, layer=name), maps[name], rtol=1e-4, atol=1e-6)
+
+
+def test_layer_gradcam_groups_use_each_blocks_output_layer(model, images):
+    assert group_layers(model, "encoder") == ["enc1_relu2", "enc2_relu2"]
+    assert group_layers(model, "attention") == ["att2_gated", "att1_gated"]
+    assert group_layers(model, "decoder") == ["dec2_relu2", "dec1_relu2"]
+    assert group_layers(model, "output") == ["logits"]
+    maps = LayerGradCAM(model).explain(images, smoothing=1.0)
+    assert set(maps) == {"encoder", "bottleneck", "attention", "decoder", "output"}
+    assert all(m.max() <= 1 and m.min() >= 0 for m in maps.values())
+    plain = build_attention_unet(32, depth=2, base_filters=4, attention_gates=False)
+    assert "attention" not in LayerGradCAM(plain).explain(images)
+    with pytest.raises(ValueError, match="4-D"):
+        GradCAM(model).explain(images, layer="no_such_layer")
+
+
+# --------------------------------------------------------------------------- superpixels, attention
+
+
+def test_superpixel_maps_are_bounded_and_constant_per_superpixel(model, images):
+    sp = SuperpixelConfidence(model).superpixels(images, n_segments=25)
+    for m in (sp.probability, sp.confidence):
+        assert m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
+        for lab, mi in zip(sp.labels, m):
+            for k in np.unique(lab)[:5]:
+                assert np.ptp(mi[lab == k]) == 0
+    np.testing.assert_allclose(SuperpixelConfidence(model).explain(images, n_segments=25), sp.confidence)
+    # Extreme probabilities stay within bounds; confidence is the mean of |2p - 1|.
+    labels = np.array([[[0, 0], [1, 1]]])
+    p, c = superpixel_statistics(labels, np.array([[[0.0, 1.0], [0.5, 0.5]]]))
+    np.testing.assert_allclose(p[0], [[0.5, 0.5], [0.5, 0.5]])
+    np.testing.assert_allclose(c[0], [[1.0, 1.0], [0.0, 0.0]])
+
+
+def test_attention_maps_are_the_models_own_gate_coefficients(model, images):
+    assert attention_layers(model) == ["att1_coef", "att2_coef"]
+    per_gate = AttentionMaps(model).explain_layers(images)
+    probe = keras.Model(model.input, model.get_layer("att1_coef").output)
+    np.testing.assert_allclose(per_gate["att1_coef"], probe(images).numpy()[..., 0], rtol=1e-5, atol=1e-6)
+    assert per_gate["att2_coef"].shape == (3, 32, 32)  # upsampled from 16 px
+    np.testing.assert_allclose(AttentionMaps(model).explain(images), (per_gate["att1_coef"] + per_gate["att2_coef"]) / 2,
+                               rtol=1e-6)
+    plain = build_attention_unet(32, depth=2, base_filters=4, attention_gates=False)
+    with pytest.raises(ValueError, match="no attention gates"):
+        AttentionMaps(plain).explain(images)
