@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ACCEPTANCE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
+ACCEPTANCE_METRICS = ("dice", "iou", "precision", "recall", "f1", "pixel_accuracy", "specificity",
+                      "thresholded_jaccard", "lesion_detection_rate")
 
 
 @dataclass
@@ -198,6 +201,9 @@ class ReportConfig:
     figure_dpi: int = 110
     figure_scale: float = 1.0
     max_listed_files: int = 200  # data files listed by name in the dossier (all are in the database)
+    # Acceptance criteria shown as pass/fail in the summary: "<metric> <op> <value>", where the
+    # metric is a macro (image-mean) metric or thresholded_jaccard / lesion_detection_rate.
+    acceptance: list[str] = field(default_factory=lambda: ["dice >= 0.85", "thresholded_jaccard >= 0.75"])
 
 
 @dataclass
@@ -439,6 +445,10 @@ def validate(cfg: AuditConfig) -> None:
     _check(30 <= r.figure_dpi <= 600, "report.figure_dpi", "must be in 30..600")
     _check(0.2 <= r.figure_scale <= 5, "report.figure_scale", "must be in 0.2..5")
     _check(r.max_listed_files >= 0, "report.max_listed_files", "must be 0 or positive")
+    for i, text in enumerate(r.acceptance):
+        m = ACCEPTANCE.match(text)
+        _check(bool(m) and m.group(1) in ACCEPTANCE_METRICS, f"report.acceptance.{i}",
+               f"must look like 'dice >= 0.85' with a metric among {', '.join(ACCEPTANCE_METRICS)}, got {text!r}")
     if r.templates and not Path(r.templates).is_dir():
         raise ConfigError(f"config key 'report.templates': folder {r.templates} does not exist")
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .config import EvalConfig
 from .data import Dataset, iter_batches
-from .metrics import METRICS, aggregate, confusion_counts, metrics_from_counts
+from .metrics import METRICS, aggregate, bootstrap_intervals, confusion_counts, metrics_from_counts
 
 __all__ = ["BatchView", "ModelEvaluation", "evaluate_models", "predict_batches", "select_batches",
            "predictor", "to_native"]
@@ -40,9 +40,12 @@ class ModelEvaluation:
     jaccard_threshold: float
     seconds: float = 0.0
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    # 95% bootstrap intervals (per-image resampling) of the macro metrics and the ISIC score
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.summary = aggregate(self.counts, self.jaccard_threshold)
+        self.intervals = bootstrap_intervals(self.counts, self.jaccard_threshold)
 
     @property
     def per_image(self) -> dict[str, np.ndarray]:

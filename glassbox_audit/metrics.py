@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "METRICS",
     "aggregate",
+    "bootstrap_intervals",
     "confusion_counts",
     "metrics_from_counts",
     "thresholded_jaccard",
@@ -101,3 +102,25 @@ def aggregate(counts: np.ndarray, jaccard_threshold: float = 0.65) -> dict[str, 
         "macro": {k: float(np.mean(v)) if n else float("nan") for k, v in per_image.items()},
         "dataset": dataset,
     }
+
+
+def bootstrap_intervals(counts: np.ndarray, jaccard_threshold: float = 0.65, n_boot: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the macro (image-mean) metrics and the thresholded
+    Jaccard, resampling images with replacement.
+
+    All resamples are one ``(n_boot, N)`` index matrix, so each metric's interval is a
+    single vectorised mean.
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
+    if len(counts) == 0:
+        return {}
+    per_image = metrics_from_counts(counts)
+    per_image["thresholded_jaccard"] = np.where(per_image["iou"] < jaccard_threshold, 0.0, per_image["iou"])
+    idx = np.random.default_rng(seed).integers(0, len(counts), size=(n_boot, len(counts)))
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name, values in per_image.items():
+        low, high = np.percentile(values[idx].mean(axis=1), [tail, 100 - tail])
+        out[name] = (float(low), float(high))
+    return out

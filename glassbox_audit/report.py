@@ -127,11 +127,14 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         })
 
     metric_rows = [
-        {"label": METRIC_LABELS[k], "values": [(e["metrics"]["micro"][k], e["metrics"]["macro"][k]) for e in evals]}
+        {"key": k, "label": METRIC_LABELS[k],
+         "values": [(e["metrics"]["micro"][k], e["metrics"]["macro"][k]) for e in evals],
+         "intervals": [e["intervals"].get(k) for e in evals]}
         for k in METRICS
     ]
     dataset_rows = [
-        {"key": k, "label": METRIC_LABELS[k], "values": [e["metrics"]["dataset"][k] for e in evals]}
+        {"key": k, "label": METRIC_LABELS[k], "values": [e["metrics"]["dataset"][k] for e in evals],
+         "intervals": [e["intervals"].get(k) for e in evals]}
         for k in ("thresholded_jaccard", "lesion_detection_rate", "fp_share", "fn_share", "jaccard_failures", "n_images")
     ]
     confusion = [{"name": e["model_name"], **_pooled(image_rows[e["model_name"]])} for e in evals]
@@ -155,6 +158,8 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         rows = [r for r in image_rows[n] if r["iou"] < jt]
         failures.append({"name": n, "count": len(rows), "ids": [r["image_id"] for r in sorted(rows, key=lambda r: r["iou"])][:30]})
 
+    acceptance = _acceptance(run["config"]["report"]["acceptance"], evals)
+
     comparisons, changes = store.comparison(run["id"])
     tolerance = run["config"]["evaluate"]["regression_tolerance"]
     watched = run["config"]["evaluate"]["regression_metrics"]
@@ -163,6 +168,8 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         c["regression"] = c["metric"] in watched and c["delta"] < -tolerance
 
     context = {
+        "acceptance": acceptance,
+        "all_pass": all(all(r["passes"]) for r in acceptance),
         "comparisons": comparisons,
         "comparison_changes": changes,
         "regression_tolerance": tolerance,
@@ -190,6 +197,22 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
     return context, written
 
 
+_OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+
+
+def _acceptance(criteria: list[str], evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each criterion checked for each model: macro metrics, or the dataset-level figures."""
+    from .config import ACCEPTANCE
+
+    rows = []
+    for text in criteria:
+        metric, op, value = ACCEPTANCE.match(text).groups()
+        values = [e["metrics"]["macro"].get(metric, e["metrics"]["dataset"].get(metric)) for e in evals]
+        rows.append({"criterion": text.strip(), "values": values,
+                     "passes": [v is not None and _OPS[op](v, float(value)) for v in values]})
+    return rows
+
+
 def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
     """Config tree as dotted keys, for a compact two-column table."""
     if isinstance(tree, dict):
@@ -210,6 +233,7 @@ def _environment(templates: Path) -> jinja2.Environment:
     env.filters["num"] = lambda v, d=4: "n/a" if v is None or v != v else f"{v:.{d}f}"
     env.filters["thousands"] = lambda v: f"{int(v):,}"
     env.filters["short"] = lambda v, n=12: (v or "")[:n]
+    env.filters["ci"] = lambda iv, d=3: "" if not iv else f"[{iv[0]:.{d}f}, {iv[1]:.{d}f}]"
     return env
 
 

@@ -7,7 +7,7 @@ nothing: the pipeline writes it, the dossier and the query tools read it.
 Tables (``schema_version`` in ``meta``):
 
 ``runs``, ``datasets``, ``data_files``, ``models``, ``evaluations``, ``evaluation_metrics``
-(tall: one row per metric and averaging), ``image_metrics``, ``batch_metrics``,
+(tall: one row per metric and averaging), ``metric_intervals`` (95% bootstrap), ``image_metrics``, ``batch_metrics``,
 ``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
 version), ``artifacts``.
 """
@@ -114,6 +114,10 @@ class AuditStore:
                 "evaluation_id": int, "averaging": str, "metric": str, "value": float,
             }, pk=("evaluation_id", "averaging", "metric"),
                 foreign_keys=[("evaluation_id", "evaluations", "id")])
+            db["metric_intervals"].create({
+                "evaluation_id": int, "metric": str, "level": float, "low": float, "high": float,
+                "method": str,
+            }, pk=("evaluation_id", "metric"), foreign_keys=[("evaluation_id", "evaluations", "id")])
             db["image_metrics"].create({
                 "evaluation_id": int, "image_id": str, "batch_index": int, "height": int, "width": int,
                 **_COUNT_COLS, **_METRIC_COLS, "jaccard_thresholded": float,
@@ -186,6 +190,10 @@ class AuditStore:
                 {"evaluation_id": eid, "averaging": avg, "metric": k, "value": v}
                 for avg, values in ev.summary.items() for k, v in values.items()
             )
+            self.db["metric_intervals"].insert_all(
+                {"evaluation_id": eid, "metric": k, "level": 0.95, "low": lo, "high": hi,
+                 "method": "percentile bootstrap over images, 1000 resamples (macro)"}
+                for k, (lo, hi) in ev.intervals.items())
             self.db["image_metrics"].insert_all((
                 {"evaluation_id": eid, "image_id": image_id, "batch_index": int(ev.batch_index[i]),
                  "height": int(ev.sizes[i, 0]), "width": int(ev.sizes[i, 1]),
@@ -254,7 +262,9 @@ class AuditStore:
             for r in self.rows("select averaging, metric, value from evaluation_metrics where evaluation_id = ?",
                                [e["id"]]):
                 metrics.setdefault(r["averaging"], {})[r["metric"]] = r["value"]
-            out.append({**e, "model": model, "metrics": metrics})
+            intervals = {r["metric"]: (r["low"], r["high"]) for r in self.rows(
+                "select metric, low, high from metric_intervals where evaluation_id = ?", [e["id"]])}
+            out.append({**e, "model": model, "metrics": metrics, "intervals": intervals})
         return out
 
     def image_metrics(self, evaluation_id: int) -> list[dict[str, Any]]:

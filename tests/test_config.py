@@ -43,6 +43,9 @@ def test_variants_can_be_replaced_in_toml(tmp_path):
     ("variants.0.loss.alpha=-1", "'variants.0.loss' alpha and beta must be >= 0"),
     ("name=../../x", "'name' must be"),
     ("evaluate.reference_variant=nope", "'evaluate.reference_variant' must name a variant"),
+    ('report.acceptance=["dice => 0.8"]', "'report.acceptance.0' must look like 'dice >= 0.85'"),
+    ('report.acceptance=["volume >= 2"]', "'report.acceptance.0' must look like"),
+    ('evaluate.regression_metrics=["speed"]', "'evaluate.regression_metrics' must be among"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

@@ -75,3 +75,27 @@ def test_metrics_are_vectorised_over_images():
 def test_shapes_must_match():
     with pytest.raises(ValueError):
         confusion_counts(np.zeros((3, 3), bool), np.zeros((3, 4), bool))
+
+
+def test_bootstrap_intervals_contain_the_mean_and_shrink_with_more_images():
+    from glassbox_audit.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+
+    def counts(n):
+        tp = rng.integers(50, 100, n)
+        return np.stack([tp, rng.integers(0, 30, n), rng.integers(0, 30, n), np.full(n, 500)], axis=1)
+
+    small, large = counts(20), counts(400)
+    ci_small, ci_large = bootstrap_intervals(small), bootstrap_intervals(large)
+    mean = aggregate(large)["macro"]["dice"]
+    assert ci_large["dice"][0] < mean < ci_large["dice"][1]
+    assert np.diff(ci_large["dice"]) < np.diff(ci_small["dice"])
+    assert set(ci_large) >= {"dice", "iou", "precision", "recall", "thresholded_jaccard"}
+
+
+def test_bootstrap_interval_of_identical_images_is_a_point():
+    from glassbox_audit.metrics import bootstrap_intervals
+
+    ci = bootstrap_intervals(np.array([[6, 2, 4, 88]] * 10))
+    assert ci["dice"][0] == pytest.approx(ci["dice"][1])

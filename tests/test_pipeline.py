@@ -120,6 +120,8 @@ def test_html_dossier_parses_with_its_figures_and_escapes_text(two_runs):
     assert all((r.path / src).is_file() for src in parser.images)
     assert parser.scripts == 0 and "&lt;script&gt;" in html
     assert DISCLAIMER in html
+    assert "Acceptance criteria" in html and "dice &gt;= 0.85" in html
+    assert "95% bootstrap interval" in html
 
 
 def test_pdf_dossier_has_pages_with_figures(two_runs):
