@@ -22,7 +22,8 @@ from . import charts
 from .metrics import METRICS
 from .store import AuditStore
 
-__all__ = ["DISCLAIMER", "RenderedFile", "build_context", "default_templates", "render_dossier", "rerender"]
+__all__ = ["DISCLAIMER", "RenderedFile", "build_context", "default_templates", "render_dossier", "rerender",
+           "write_pdf"]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,35 @@ def _environment(templates: Path) -> jinja2.Environment:
     return env
 
 
+def _pdf_child(html_path: str, pdf_path: str) -> dict[str, float]:
+    import resource
+
+    import weasyprint
+
+    for noisy in ("weasyprint", "fontTools"):  # CSS it skips is not news for the audit log
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    t0 = time.perf_counter()
+    weasyprint.HTML(filename=html_path, base_url=str(Path(html_path).parent)).write_pdf(pdf_path)
+    return {"seconds": time.perf_counter() - t0,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def write_pdf(html_path: Path, pdf_path: Path) -> dict[str, float]:
+    """Print the HTML to PDF with WeasyPrint in a child process.
+
+    WeasyPrint holds the whole document in memory (and large runs reach gigabytes); in a
+    child, that memory is returned to the system when the page is done, the audit process
+    stays small, and the child's peak memory can be measured and logged. The child is
+    spawned, not forked, because forking a process that runs TensorFlow threads is unsafe.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_pdf_child, str(html_path), str(pdf_path)).result()
+
+
 def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, pdf: bool = True,
                    dpi: int = 110, max_listed_files: int = 200) -> list[RenderedFile]:
     """Render ``dossier.html`` (and ``dossier.pdf``) into ``folder`` from ``db_path``."""
@@ -249,12 +279,9 @@ def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, p
     html_path.write_text(html, encoding="utf-8")
     written.append(RenderedFile(html_path, "dossier-html", "Audit dossier (HTML)"))
     if pdf:
-        import weasyprint
-
         pdf_path = folder / "dossier.pdf"
-        t0 = time.perf_counter()
-        weasyprint.HTML(filename=str(html_path), base_url=str(folder)).write_pdf(str(pdf_path))
-        log.info("report: PDF written in %.1f s", time.perf_counter() - t0)
+        stats = write_pdf(html_path, pdf_path)
+        log.info("report: PDF written in %.1f s, renderer peak memory %.0f MB", stats["seconds"], stats["peak_mb"])
         written.append(RenderedFile(pdf_path, "dossier-pdf", "Audit dossier (PDF)"))
     return written
 
