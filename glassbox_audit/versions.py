@@ -58,19 +58,56 @@ class VersionBuild:
         return version_name(self.number)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _clear_stale(audit_dir: Path, max_age: float = 3600.0) -> None:
+    """Remove reservations and half-built folders left by runs that died (kill -9, power
+    loss). A reservation whose owner process is gone, or that never got its owner written
+    within ``max_age`` seconds, is stale."""
+    for res in audit_dir.iterdir():
+        m = _RESERVED.match(res.name)
+        if not m:
+            continue
+        try:
+            pid = int((res / "pid").read_text())
+            stale = not _alive(pid)
+        except (OSError, ValueError):
+            try:
+                stale = time.time() - res.stat().st_mtime > max_age
+            except OSError:
+                continue
+        if stale:
+            for building in audit_dir.glob(f".building-v{m.group(1)}-*"):
+                shutil.rmtree(building, ignore_errors=True)
+            shutil.rmtree(res, ignore_errors=True)
+            log.info("audit: removed the leftovers of an interrupted run (%s)", res.name)
+
+
 def _reserve(audit_dir: Path) -> int:
+    _clear_stale(audit_dir)
     taken = [n for n, _ in list_versions(audit_dir)]
     taken += [int(m.group(1)) for p in audit_dir.iterdir() if (m := _RESERVED.match(p.name))]
     number = max(taken, default=0) + 1
     while True:
+        reservation = audit_dir / f".reserved-{version_name(number)}"
         try:
-            os.mkdir(audit_dir / f".reserved-{version_name(number)}")
+            os.mkdir(reservation)
         except FileExistsError:
             number += 1
             continue
-        if (audit_dir / version_name(number)).exists():
+        if (audit_dir / version_name(number)).exists():  # finished between our listing and mkdir
+            shutil.rmtree(reservation, ignore_errors=True)
             number += 1
             continue
+        (reservation / "pid").write_text(str(os.getpid()))
         return number
 
 

@@ -98,3 +98,29 @@ def _flip_byte(path):
     data = bytearray(path.read_bytes())
     data[0] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def test_leftovers_of_a_killed_run_are_cleared_and_never_visible(tmp_path):
+    import subprocess
+    import sys
+
+    audit = tmp_path / "a"
+    audit.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    (audit / ".reserved-v001").mkdir()
+    (audit / ".reserved-v001" / "pid").write_text(str(pid))
+    (audit / f".building-v001-{pid}").mkdir()
+    (audit / f".building-v001-{pid}" / "half.txt").write_text("half")
+    assert list_versions(audit) == []
+    b = build(tmp_path)
+    assert b.name == "v001"
+    assert sorted(p.name for p in audit.iterdir()) == ["v001"]
+
+
+def test_a_live_reservation_is_respected(tmp_path):
+    audit = tmp_path / "a"
+    audit.mkdir()
+    (audit / ".reserved-v001").mkdir()
+    (audit / ".reserved-v001" / "pid").write_text(str(os.getpid()))  # alive: this process
+    assert build(tmp_path).name == "v002"
