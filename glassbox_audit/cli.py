@@ -43,6 +43,8 @@ def config_options(fn):
         click.option("--data", "data_root", help="Data folder (isic and folder layouts)."),
         click.option("--train", "train_mode", type=click.Choice(["auto", "always", "never"]),
                      help="Load stored models when they match (auto), always retrain, or never train."),
+        click.option("--on-bad-input", type=click.Choice(["fail", "skip"]),
+                     help="A bad image or mask stops the run (fail, default) or is left out and listed (skip)."),
         click.option("--audits-dir", help="Where audit versions are written (default: audits)."),
         click.option("--models-dir", help="The model store (default: models)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -53,9 +55,11 @@ def config_options(fn):
     return fn
 
 
-def _config(config_path, name, layout, data_root, train_mode, audits_dir, models_dir, overrides, **extra):
+def _config(config_path, name, layout, data_root, train_mode, on_bad_input, audits_dir, models_dir, overrides,
+            **extra):
     return load_config(config_path, list(overrides), name=name, data__layout=layout, data__root=data_root,
-                       train__mode=train_mode, audits_dir=audits_dir, models_dir=models_dir, **extra)
+                       train__mode=train_mode, data__on_bad_input=on_bad_input, audits_dir=audits_dir,
+                       models_dir=models_dir, **extra)
 
 
 def handle_errors(fn):

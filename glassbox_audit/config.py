@@ -89,6 +89,9 @@ class DataConfig:
     val_from_train_fraction: float = 0.1
     split_seed: int = 0
     limit: int = 0  # at most this many images per partition (0: all); for quick looks
+    # A bad file (unreadable, unpaired, sizes differ, mask not binary): stop (fail) or leave the
+    # pair out and list it in the dossier and the database (skip).
+    on_bad_input: Literal["fail", "skip"] = "fail"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
 

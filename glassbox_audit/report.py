@@ -179,6 +179,8 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
                   "rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "disclaimer": DISCLAIMER,
         "data": {**dataset, "n_files": n_files, "files": files, "files_truncated": n_files > len(files),
+                 "skipped": store.rows("select path, reason from skipped_files where dataset_fingerprint = ? "
+                                       "order by path", [dataset["fingerprint"]]),
                  "partition": evals[0]["partition"]},
         "config": run["config"],
         "config_rows": _flatten(run["config"]),

@@ -6,7 +6,7 @@ nothing: the pipeline writes it, the dossier and the query tools read it.
 
 Tables (``schema_version`` in ``meta``):
 
-``runs``, ``datasets``, ``data_files``, ``models``, ``evaluations``, ``evaluation_metrics``
+``runs``, ``datasets``, ``data_files``, ``skipped_files``, ``models``, ``evaluations``, ``evaluation_metrics``
 (tall: one row per metric and averaging), ``metric_intervals`` (95% bootstrap), ``image_metrics``, ``batch_metrics``,
 ``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
 version), ``artifacts``.
@@ -99,6 +99,9 @@ class AuditStore:
                 "path": str, "sha256": str, "bytes": int, "height": int, "width": int,
             }, pk="id", foreign_keys=[("dataset_fingerprint", "datasets", "fingerprint")])
             db["data_files"].create_index(["dataset_fingerprint", "partition", "sample_id"])
+            db["skipped_files"].create({"dataset_fingerprint": str, "path": str, "reason": str},
+                                       pk=("dataset_fingerprint", "path"),
+                                       foreign_keys=[("dataset_fingerprint", "datasets", "fingerprint")])
             db["models"].create({
                 "sha256": str, "name": str, "key": str, "path": str, "parameters": int,
                 "loss_json": str, "card_json": str,
@@ -164,6 +167,8 @@ class AuditStore:
             })
             self.db["data_files"].insert_all(
                 ({"dataset_fingerprint": fp, **f.__dict__} for f in ds.files), batch_size=1000)
+            self.db["skipped_files"].insert_all(
+                {"dataset_fingerprint": fp, "path": path, "reason": reason} for path, reason in ds.skipped)
         return fp
 
     def record_models(self, models: Iterable[Any]) -> None:

@@ -185,3 +185,29 @@ def test_a_bad_file_met_while_streaming_raises_in_the_caller(tmp_path):
     ds.samples["train"][-1].image.write_bytes(b"broken")
     with pytest.raises(DataError, match="not a readable image"):
         list(iter_batches(ds, "train", 32, 2))
+
+
+def test_skip_policy_leaves_bad_pairs_out_and_lists_them(tmp_path):
+    root = make_folder(tmp_path, 12, ext=".png", suffix="")
+    (root / "images" / "IMD002.png").write_bytes(b"")  # zero-byte image
+    write_png(root / "masks" / "IMD005.png", np.zeros((10, 10), np.uint8))  # size differs
+    (root / "masks" / "IMD007.png").unlink()  # image without mask
+    write_png(root / "masks" / "ORPHAN.png", np.zeros((57, 76), np.uint8))  # mask without image
+    cfg = folder_cfg(root)
+    with pytest.raises(DataError):
+        load_dataset(cfg)
+    cfg.on_bad_input = "skip"
+    ds = load_dataset(cfg)
+    assert sum(ds.counts.values()) == 9
+    reasons = {Path(p).name: r for p, r in ds.skipped}
+    assert set(reasons) == {"IMD002.png", "IMD005.png", "IMD007.png", "ORPHAN.png"}
+    assert "empty file" in reasons["IMD002.png"] and "has no mask" in reasons["IMD007.png"]
+    assert all(f.sample_id not in {"IMD002", "IMD005", "IMD007"} for f in ds.files)
+
+
+def test_duplicate_stems_are_refused_by_name(tmp_path):
+    root = make_folder(tmp_path, 6, ext=".png", suffix="")
+    image, _ = disc_pair(0, 57, 76)
+    write_png(root / "images" / "IMD001.jpg", image)
+    with pytest.raises(DataError, match="duplicate image stem 'IMD001'"):
+        load_dataset(folder_cfg(root))

@@ -55,6 +55,7 @@ class Dataset:
     test_source: str = "test"
     mask_threshold: int = 128
     max_ambiguous: float = 0.02
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out
 
     def fingerprint(self, partitions: tuple[str, ...] = ("train", "val", "test")) -> str:
         """sha256 over (partition, role, path, sha256) of every file in ``partitions``."""
@@ -98,17 +99,34 @@ def load_dataset(cfg: DataConfig, workers: int = 4) -> Dataset:
     found: Discovery = discover(cfg)
     samples = [s for part in ("train", "val", "test") for s in found.samples.get(part, [])]
     files: list[DataFile] = []
+    skipped = list(found.skipped)
+    bad: set[str] = set()
+
+    def check(s: Sample):
+        try:
+            return _check_pair(s, found.root, cfg.mask_threshold, cfg.max_ambiguous_fraction)
+        except DataError as exc:
+            if cfg.on_bad_input == "fail":
+                raise
+            return exc
+
     # OpenCV decoding and hashing release the GIL, so threads overlap the I/O and decoding.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(
-            lambda s: _check_pair(s, found.root, cfg.mask_threshold, cfg.max_ambiguous_fraction),
-            samples,
-        )
-        for pair in tqdm(results, total=len(samples), desc="checking data", unit="pair",
-                         disable=None, leave=False):
-            files.extend(pair)
-    ds = Dataset(found.layout, found.root, found.description, found.samples, files, found.notes,
-                 found.test_source, cfg.mask_threshold, cfg.max_ambiguous_fraction)
+        for s, pair in tqdm(zip(samples, pool.map(check, samples)), total=len(samples), desc="checking data",
+                            unit="pair", disable=None, leave=False):
+            if isinstance(pair, DataError):
+                path, _, reason = str(pair).partition(": ")
+                skipped.append((path, reason))
+                bad.add(s.id)
+                log.warning("data: skipping %s: %s", path, reason)
+            else:
+                files.extend(pair)
+    parts = {p: [s for s in ss if s.id not in bad] for p, ss in found.samples.items()}
+    for p in ("train", "test"):
+        if not parts.get(p):
+            raise DataError(f"{found.root}: no usable {p} images left after skipping bad files")
+    ds = Dataset(found.layout, found.root, found.description, parts, files, found.notes,
+                 found.test_source, cfg.mask_threshold, cfg.max_ambiguous_fraction, skipped)
     log.info("data: %s at %s: %s; fingerprint %s", ds.description, ds.root,
              ", ".join(f"{k} {v}" for k, v in ds.counts.items()), ds.fingerprint()[:16])
     return ds

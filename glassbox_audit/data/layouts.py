@@ -44,6 +44,21 @@ class Discovery:
     notes: list[str] = field(default_factory=list)
     test_source: str = "test"  # the official partition evaluated as the test set
     description: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), with on_bad_input = skip
+
+
+class _Problems:
+    """Per-file problems: raised at once (policy ``fail``) or collected (policy ``skip``)."""
+
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.skipped: list[tuple[str, str]] = []
+
+    def __call__(self, path: Path, reason: str) -> None:
+        if self.policy == "fail":
+            raise DataError(f"{path}: {reason}")
+        self.skipped.append((str(path), reason))
+        log.warning("data: skipping %s: %s", path, reason)
 
 
 # Official Task 1 names: (images folder, masks folder) per partition, and the mask suffix.
@@ -79,12 +94,14 @@ _ISIC_IMAGE = re.compile(r"^(ISIC_\d{7})\.(jpe?g|png)$", re.IGNORECASE)
 
 def discover(cfg: DataConfig) -> Discovery:
     """Find every image/mask pair for the configured layout."""
+    problems = _Problems(cfg.on_bad_input)
     if cfg.layout == "isic":
-        found = _discover_isic(Path(cfg.root), cfg)
+        found = _discover_isic(Path(cfg.root), cfg, problems)
     elif cfg.layout == "folder":
-        found = _discover_folder(Path(cfg.root), cfg, cfg.folder)
+        found = _discover_folder(Path(cfg.root), cfg, cfg.folder, problems)
     else:
-        found = _discover_synthetic(cfg)
+        found = _discover_synthetic(cfg, problems)
+    found.skipped = problems.skipped
     if cfg.limit:
         found.samples = {p: s[: cfg.limit] for p, s in found.samples.items()}
         found.notes.append(f"limited to the first {cfg.limit} images of each partition (data.limit)")
@@ -112,8 +129,8 @@ def _carve(samples: list[Sample], fraction: float, seed: int, new_partition: str
 # --- ISIC ------------------------------------------------------------------------------
 
 
-def _isic_pairs(root: Path, images_dir: str, masks_dir: str, suffix: str, partition: str
-                ) -> list[Sample] | None:
+def _isic_pairs(root: Path, images_dir: str, masks_dir: str, suffix: str, partition: str,
+                problems: _Problems) -> list[Sample] | None:
     """Pairs of one official partition; None when the masks folder is absent."""
     img_dir, mask_dir = root / images_dir, root / masks_dir
     if not mask_dir.is_dir():
@@ -128,13 +145,13 @@ def _isic_pairs(root: Path, images_dir: str, masks_dir: str, suffix: str, partit
         if p.name.lower().endswith(suffix.lower()) and p.name.startswith("ISIC_"):
             masks[p.name[: -len(suffix)]] = p
     for stem in sorted(set(images) - set(masks)):
-        raise DataError(f"{images[stem]}: image has no mask (expected {mask_dir / (stem + suffix)})")
+        problems(images[stem], f"image has no mask (expected {mask_dir / (stem + suffix)})")
     for stem in sorted(set(masks) - set(images)):
-        raise DataError(f"{masks[stem]}: mask has no image in {img_dir}")
-    return [Sample(s, images[s], masks[s], partition) for s in sorted(images)]
+        problems(masks[stem], f"mask has no image in {img_dir}")
+    return [Sample(s, images[s], masks[s], partition) for s in sorted(set(images) & set(masks))]
 
 
-def _discover_isic(root: Path, cfg: DataConfig) -> Discovery:
+def _discover_isic(root: Path, cfg: DataConfig, problems: _Problems) -> Discovery:
     year = next(
         (y for y, spec in ISIC_LAYOUTS.items() if (root / spec["parts"]["train"][0]).is_dir()), None
     )
@@ -148,7 +165,7 @@ def _discover_isic(root: Path, cfg: DataConfig) -> Discovery:
         if not (root / img_dir).is_dir():
             found[part] = None
             continue
-        found[part] = _isic_pairs(root, img_dir, mask_dir, spec["suffix"], part)
+        found[part] = _isic_pairs(root, img_dir, mask_dir, spec["suffix"], part, problems)
         if found[part] is None:
             notes.append(f"{img_dir}: no ground truth folder {mask_dir}; partition '{part}' not used")
     if not found.get("train"):
@@ -183,17 +200,20 @@ def _resolve(root: Path, sub: str) -> Path:
     return p if p.is_absolute() else root / p
 
 
-def _discover_folder(root: Path, cfg: DataConfig, fc, description: str = "") -> Discovery:
+def _discover_folder(root: Path, cfg: DataConfig, fc, problems: _Problems, description: str = "") -> Discovery:
     img_dir, mask_dir = _resolve(root, fc.images), _resolve(root, fc.masks)
     for key, d in (("data.folder.images", img_dir), ("data.folder.masks", mask_dir)):
         if not d.is_dir():
             raise DataError(f"{d}: folder not found ({key})")
     exts = {e.lower() for e in fc.image_exts}
     images: dict[str, Path] = {}
+    dup_images: set[str] = set()
     for p in sorted(img_dir.iterdir()):
         if p.is_file() and p.suffix.lower() in exts:
-            if p.stem in images:
-                raise DataError(f"{p}: duplicate image stem '{p.stem}' (also {images[p.stem].name})")
+            if p.stem in images:  # IMD002.png beside IMD002.jpg: which one is meant?
+                problems(p, f"duplicate image stem '{p.stem}' (also {images[p.stem].name}); both left out")
+                dup_images.add(p.stem)
+                continue
             images[p.stem] = p
     if not images:
         raise DataError(f"{img_dir}: no images with extensions {', '.join(sorted(exts))}")
@@ -208,21 +228,24 @@ def _discover_folder(root: Path, cfg: DataConfig, fc, description: str = "") -> 
                 continue
             stem = stem[: -len(fc.mask_suffix)]
         if stem in masks:
-            raise DataError(f"{p}: duplicate mask for stem '{stem}' (also {masks[stem].name})")
+            problems(p, f"duplicate mask for stem '{stem}' (also {masks[stem].name}); both left out")
+            dup_images.add(stem)
+            continue
         masks[stem] = p
     # With images and masks in one folder, a mask file also looks like an image: drop those.
     if img_dir.resolve() == mask_dir.resolve():
         for p in masks.values():
             images.pop(p.stem, None)
+    for stem in dup_images:
+        images.pop(stem, None)
+        masks.pop(stem, None)
     for stem in sorted(set(images) - set(masks)):
-        raise DataError(
-            f"{images[stem]}: image has no mask (expected {stem}{fc.mask_suffix}"
-            f"{fc.mask_ext or '.<ext>'} in {mask_dir})"
-        )
+        problems(images[stem], f"image has no mask (expected {stem}{fc.mask_suffix}"
+                               f"{fc.mask_ext or '.<ext>'} in {mask_dir})")
     for stem in sorted(set(masks) - set(images)):
-        raise DataError(f"{masks[stem]}: mask has no image in {img_dir}")
+        problems(masks[stem], f"mask has no image in {img_dir}")
 
-    stems = sorted(images)
+    stems = sorted(set(images) & set(masks))
     notes: list[str] = []
     if fc.splits:
         split_dir = _resolve(root, fc.splits)
@@ -278,7 +301,7 @@ def _read_splits(split_dir: Path, stems: set[str]) -> dict[str, list[str]]:
 # --- synthetic -------------------------------------------------------------------------
 
 
-def _discover_synthetic(cfg: DataConfig) -> Discovery:
+def _discover_synthetic(cfg: DataConfig, problems: _Problems) -> Discovery:
     from .synthetic import write_synthetic_dataset
 
     s = cfg.synthetic
@@ -293,7 +316,7 @@ def _discover_synthetic(cfg: DataConfig) -> Discovery:
 
     fc = FolderConfig(images="images", masks="masks", mask_ext=".png", image_exts=[".png"],
                       splits="splits")
-    found = _discover_folder(root, cfg, fc, f"synthetic dermoscopy-like images, seed {s.seed}")
+    found = _discover_folder(root, cfg, fc, problems, f"synthetic dermoscopy-like images, seed {s.seed}")
     found.layout = "synthetic"
     found.notes = [
         f"synthetic layout: {s.n_train} train, {s.n_val} validation, {s.n_test} test images "
