@@ -260,6 +260,36 @@ def render(audit, version, audits_dir, output, no_pdf):
 
 
 @cli.command()
+@click.argument("audit")
+@click.argument("version")
+@click.option("--audits-dir", default="audits", show_default=True)
+@click.option("--reviewer", required=True, help="Who reviewed the version.")
+@click.option("--decision", required=True, type=click.Choice(["approve", "reject", "needs-changes"]))
+@click.option("--note", default="", help="The reviewer's note.")
+@click.option("--flag", "flags", multiple=True, metavar="IMAGE_ID=TEXT",
+              help='Flag one test image, e.g. --flag "ISIC_0012345=ground truth questionable" (repeatable).')
+@click.option("--no-pdf", is_flag=True, help="Render HTML only.")
+@handle_errors
+def review(audit, version, audits_dir, reviewer, decision, note, flags, no_pdf):
+    """Record a human review of a version. The reviewed version never changes: the review
+    lands as the next version, with the same evaluation and a rendered sign-off section.
+
+    Prints the new version folder.
+    """
+    from .errors import ConfigError
+    from .review import review_version
+
+    parsed = []
+    for f in flags:
+        image_id, sep, text = f.partition("=")
+        if not sep or not image_id.strip() or not text.strip():
+            raise ConfigError(f"--flag {f!r} must look like IMAGE_ID=TEXT")
+        parsed.append((image_id.strip(), text.strip()))
+    folder = _version_folder(audits_dir, audit, version)
+    click.echo(str(review_version(Path(audits_dir), audit, folder, reviewer, decision, note, parsed, pdf=not no_pdf)))
+
+
+@cli.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @handle_errors
 def verify(path):

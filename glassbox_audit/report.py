@@ -168,13 +168,18 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         c["significant"] = c["ci_low"] > 0 or c["ci_high"] < 0
         c["regression"] = c["metric"] in watched and c["delta"] < -tolerance
 
+    reviews = store.reviews()
+    version = max([run["version"]] + [r["version"] for r in reviews])
+
     context = {
+        "reviews": reviews,
         "acceptance": acceptance,
         "all_pass": all(all(r["passes"]) for r in acceptance),
         "comparisons": comparisons,
         "comparison_changes": changes,
         "regression_tolerance": tolerance,
-        "audit": {"name": run["audit_name"], "version": f"v{run['version']:03d}", "run_id": run["id"],
+        "audit": {"name": run["audit_name"], "version": f"v{version:03d}", "run_id": run["id"],
+                  "evaluated_in": f"v{run['version']:03d}",
                   "started_at": run["started_at"], "finished_at": run["finished_at"],
                   "rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "disclaimer": DISCLAIMER,

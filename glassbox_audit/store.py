@@ -9,7 +9,7 @@ Tables (``schema_version`` in ``meta``):
 ``runs``, ``datasets``, ``data_files``, ``skipped_files``, ``models``, ``evaluations``, ``evaluation_metrics``
 (tall: one row per metric and averaging), ``metric_intervals`` (95% bootstrap), ``image_metrics``, ``batch_metrics``,
 ``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
-version), ``artifacts``.
+version), ``reviews`` and ``image_flags`` (human review), ``artifacts``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,13 @@ class AuditStore:
             db["comparison_changes"].create({
                 "run_id": str, "against_version": str, "what": str, "a": str, "b": str,
             }, pk=("run_id", "what"), foreign_keys=[("run_id", "runs", "id")])
+            db["reviews"].create({
+                "id": int, "version": int, "reviewed_version": str, "reviewed_manifest_sha256": str,
+                "reviewer": str, "decision": str, "note": str, "created_at": str,
+            }, pk="id")
+            db["image_flags"].create({"review_id": int, "image_id": str, "flag": str},
+                                     pk=("review_id", "image_id", "flag"),
+                                     foreign_keys=[("review_id", "reviews", "id")])
             db["artifacts"].create({
                 "run_id": str, "path": str, "kind": str, "description": str, "sha256": str, "bytes": int,
             }, pk=("run_id", "path"), foreign_keys=[("run_id", "runs", "id")])
@@ -228,6 +235,20 @@ class AuditStore:
     def comparison(self, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return (self.rows("select * from comparisons where run_id = ? order by rowid", [run_id]),
                 self.rows("select * from comparison_changes where run_id = ? order by rowid", [run_id]))
+
+    def record_review(self, review: dict[str, Any], flags: list[tuple[str, str]]) -> int:
+        with self.db.atomic():
+            rid = self.db["reviews"].insert(review).last_pk
+            self.db["image_flags"].insert_all(
+                {"review_id": rid, "image_id": image_id, "flag": flag} for image_id, flag in flags)
+        return int(rid)
+
+    def reviews(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self.rows("select * from reviews order by id"):
+            flags = self.rows("select image_id, flag from image_flags where review_id = ? order by image_id", [r["id"]])
+            out.append({**r, "flags": flags})
+        return out
 
     def record_artifacts(self, run_id: str, artifacts: Iterable[dict[str, Any]]) -> None:
         with self.db.atomic():

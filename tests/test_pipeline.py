@@ -224,3 +224,31 @@ def test_fail_on_regression_exits_1_but_keeps_the_new_version_as_evidence(two_ru
     assert "regression: " in result.stderr and " dice " in result.stderr
     new = {p.name for p in (tmp / "audits" / "tiny").iterdir()} - before
     assert len(new) == 1 and new.pop().startswith("v")
+
+
+def test_review_lands_as_a_new_version_and_leaves_the_reviewed_one_unchanged(two_runs):
+    tmp, second = two_runs["tmp"], two_runs["second"]
+    before = tree_hashes(second.path)
+    with AuditStore(second.database, readonly=True) as store:
+        image_id = store.rows("select image_id from image_metrics limit 1")[0]["image_id"]
+    result = CliRunner().invoke(cli, [
+        "review", "tiny", "v002", "--audits-dir", str(tmp / "audits"), "--reviewer", "A. <b>Reader</b>",
+        "--decision", "needs-changes", "--note", "Check the border cases.", "--no-pdf",
+        "--flag", f"{image_id}=ground truth questionable"], obj={})
+    assert result.exit_code == 0, result.output
+    new = Path(result.stdout.strip())
+    assert tree_hashes(second.path) == before
+    with AuditStore(new / "audit.sqlite", readonly=True) as store:
+        [rev] = store.reviews()
+    assert rev["reviewed_version"] == "v002" and rev["decision"] == "needs-changes"
+    assert rev["flags"] == [{"image_id": image_id, "flag": "ground truth questionable"}]
+    html = (new / "dossier.html").read_text()
+    assert "records a review of v002" in html and "A. &lt;b&gt;Reader&lt;/b&gt;" in html
+    assert CliRunner().invoke(cli, ["verify", str(new)], obj={}).exit_code == 0
+
+
+def test_review_refuses_an_unknown_image(two_runs):
+    tmp = two_runs["tmp"]
+    args = ["review", "tiny", "v001", "--audits-dir", str(tmp / "audits"), "--reviewer", "R", "--decision", "approve"]
+    bad = CliRunner().invoke(cli, args + ["--flag", "NO_SUCH_IMAGE=x"], obj={})
+    assert bad.exit_code == 2 and "NO_SUCH_IMAGE" in bad.stderr
