@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .xai.settings import XaiSettings
 
 __all__ = [
     "AugmentConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "VariantConfig",
+    "XaiSettings",
     "config_hash",
     "config_to_dict",
     "default_variants",
@@ -188,7 +190,11 @@ class EvalConfig:
     batch_size: int = 8
     threshold: float = 0.5  # on the sigmoid probability, after resizing to native resolution
     jaccard_threshold: float = 0.65  # ISIC: per-image Jaccard below this counts as 0
-    selected_batches: list[int] = field(default_factory=list)  # empty: batch closest to the mean
+    # Batches drawn (overlays, XAI) in the dossier; empty: chosen by auto_select.
+    selected_batches: list[int] = field(default_factory=list)
+    # "mean": the batch whose mean Dice is closest to the test-set mean (as the seed's batch 78);
+    # "worst" / "best": the lowest / highest mean Dice. Of the reference variant.
+    auto_select: list[str] = field(default_factory=lambda: ["mean", "worst", "best"])
     # The variant whose batch Dice picks the default batch; empty: "balanced" if present, else the first.
     reference_variant: str = ""
     # Against the previous version: a fall of a macro metric by more than this is a regression
@@ -219,6 +225,7 @@ class AuditConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     variants: list[VariantConfig] = field(default_factory=default_variants)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    xai: XaiSettings = field(default_factory=XaiSettings)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
@@ -442,7 +449,15 @@ def validate(cfg: AuditConfig) -> None:
     known = ("dice", "iou", "precision", "recall", "specificity", "jaccard_thresholded")
     bad = [m for m in e.regression_metrics if m not in known]
     _check(not bad, "evaluate.regression_metrics", f"must be among {', '.join(known)}, got {bad}")
+    _check(bool(e.auto_select) and all(a in ("mean", "worst", "best") for a in e.auto_select),
+           "evaluate.auto_select", f"must list some of 'mean', 'worst', 'best', got {e.auto_select}")
     _check(all(b >= 0 for b in e.selected_batches), "evaluate.selected_batches", "must be batch indices >= 0")
+
+    try:
+        cfg.xai.validate("xai")
+    except ValueError as exc:
+        key, _, message = str(exc).partition(" ")
+        raise ConfigError(f"config key '{key}' {message}") from None
 
     r = cfg.report
     _check(30 <= r.figure_dpi <= 600, "report.figure_dpi", "must be in 30..600")

@@ -129,9 +129,13 @@ def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
     return results
 
 
-def select_batches(evals: list[ModelEvaluation], cfg: EvalConfig) -> list[int]:
-    """The batches the dossier draws: the configured ones, or the batch whose mean Dice is
-    closest to the test-set mean Dice of the reference variant (as the seed's batch 78)."""
+def select_batches(evals: list[ModelEvaluation], cfg: EvalConfig) -> list[tuple[int, str]]:
+    """The batches the dossier draws, each with the reason it was chosen.
+
+    The configured ones, or by ``cfg.auto_select`` on the reference variant's batch mean
+    Dice: ``mean`` (closest to the test-set mean Dice, as the seed's batch 78), ``worst``,
+    ``best``. A batch chosen for two reasons appears once, with both.
+    """
     n_batches = int(evals[0].batch_index.max()) + 1 if len(evals[0].batch_index) else 0
     if cfg.selected_batches:
         bad = [b for b in cfg.selected_batches if b >= n_batches]
@@ -139,14 +143,27 @@ def select_batches(evals: list[ModelEvaluation], cfg: EvalConfig) -> list[int]:
             from .errors import ConfigError
             raise ConfigError(f"config key 'evaluate.selected_batches': batch {bad[0]} does not exist "
                               f"(the test set has {n_batches} batches, 0..{n_batches - 1})")
-        return list(cfg.selected_batches)
+        return [(b, "selected in the configuration (evaluate.selected_batches)") for b in cfg.selected_batches]
     names = [e.name for e in evals]
     ref_name = cfg.reference_variant or ("balanced" if "balanced" in names else names[0])
     ref = evals[names.index(ref_name)]
     target = ref.summary["macro"]["dice"]
     rows = ref.batches()
-    best = min(rows, key=lambda r: (abs(r["mean_dice"] - target), r["batch_index"]))
-    return [best["batch_index"]]
+    picks = {
+        "mean": min(rows, key=lambda r: (abs(r["mean_dice"] - target), r["batch_index"])),
+        "worst": min(rows, key=lambda r: (r["mean_dice"], r["batch_index"])),
+        "best": max(rows, key=lambda r: (r["mean_dice"], -r["batch_index"])),
+    }
+    why = {
+        "mean": f"mean Dice closest to the test-set mean Dice of {ref_name} ({target:.4f})",
+        "worst": f"lowest mean Dice of {ref_name}",
+        "best": f"highest mean Dice of {ref_name}",
+    }
+    chosen: dict[int, list[str]] = {}
+    for kind in cfg.auto_select:
+        r = picks[kind]
+        chosen.setdefault(r["batch_index"], []).append(f"{kind}: {why[kind]} ({r['mean_dice']:.4f})")
+    return [(b, "; ".join(reasons)) for b, reasons in chosen.items()]
 
 
 @dataclass
@@ -158,6 +175,7 @@ class BatchView:
     images: list[np.ndarray]
     masks: list[np.ndarray]
     probs: dict[str, list[np.ndarray]]  # model name -> native-size probability maps
+    x: np.ndarray | None = None  # the network inputs (N, S, S, 3), for the explanations
 
 
 def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
@@ -174,7 +192,7 @@ def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
         for name, fn in fns.items():
             p = fn(batch.x).numpy()[..., 0]
             probs[name] = [to_native(pi, *mask.shape) for pi, mask in zip(p, batch.masks)]
-        views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs))
+        views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs, batch.x))
         if len(views) == len(wanted):
             break
     return views

@@ -28,6 +28,7 @@ from .provenance import code_sha256, code_version, machine, package_versions
 from .report import default_templates, render_dossier
 from .store import AuditStore
 from .versions import list_versions, new_version
+from .xai import render_xai_figures
 
 __all__ = ["AuditResult", "run_audit"]
 
@@ -55,6 +56,26 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _explain(models, views, cfg: AuditConfig) -> dict:
+    """Every configured explanation for every variant on each selected batch."""
+    import cv2
+    import numpy as np
+
+    from .xai import explain_batch
+
+    size = cfg.model.input_size
+    out = {}
+    for view in views:
+        t0 = time.perf_counter()
+        masks = np.stack([cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+                          for m in view.masks]).astype(bool)
+        out[view.index] = explain_batch({m.name: m.model for m in models}, view.x, masks, cfg.xai,
+                                        image_ids=view.ids,
+                                        progress=lambda msg, b=view.index: log.info("xai batch %d: %s", b, msg))
+        log.info("xai: batch %d explained in %.1f s", view.index, time.perf_counter() - t0)
+    return out
+
+
 def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> AuditResult:
     """Run a complete audit and return where its new version is.
 
@@ -72,13 +93,8 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
     models = obtain_models(cfg, ds, Path(cfg.models_dir))
     evals = evaluate_models(models, ds, cfg.model.input_size, cfg.evaluate)
     selected = select_batches(evals, cfg.evaluate)
-    if cfg.evaluate.selected_batches:
-        reason = "selected in the configuration (evaluate.selected_batches)"
-    else:
-        ref = cfg.evaluate.reference_variant or ("balanced" if any(m.name == "balanced" for m in models) else models[0].name)
-        mean = next(e for e in evals if e.name == ref).summary["macro"]["dice"]
-        reason = (f"the batch whose mean Dice for {ref} is closest to its test-set mean Dice ({mean:.4f})")
-    views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, selected)
+    views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, [b for b, _ in selected])
+    explanations = _explain(models, views, cfg) if cfg.xai.enabled else {}
 
     regressions: list = []
     with new_version(Path(cfg.audits_dir), cfg.name) as build:
@@ -97,7 +113,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
             store.record_models(models)
             for ev in evals:
                 store.record_evaluation(run_id, ev, fingerprint, "test")
-            store.record_selected(run_id, selected, reason)
+            store.record_selected(run_id, selected)
             previous = [p for n, p in list_versions(build.final.parent) if n < build.number]
             if previous and (previous[-1] / DATABASE).is_file():
                 diff = diff_databases(previous[-1] / DATABASE, db_path)
@@ -126,6 +142,24 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
                     draw(path, *args, scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi)
                     artifacts.append({"path": f"figures/{name}", "kind": kind, "description": desc,
                                       "sha256": sha256_file(path), "bytes": path.stat().st_size})
+            if explanations:
+                from .xai import READING
+
+                store.record_xai_readings({**READING, "timing": "Timing: seconds each method took for all "
+                                           "images of the batch, per variant (one compiled call per chunk)."})
+            for view in views:
+                result = explanations.get(view.index)
+                if result is None:
+                    continue
+                store.record_xai(run_id, view.index, result.summary_rows() + [
+                    {"check": "timing", "model": t["model"], "method": t["method"], "seconds": t["seconds"]}
+                    for t in result.timing_rows()])
+                for path, kind, desc in render_xai_figures(result, view.images, folder / "figures",
+                                                           prefix=f"batch{view.index:04d}_",
+                                                           scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi):
+                    artifacts.append({"path": path.relative_to(folder).as_posix(), "kind": kind,
+                                      "description": f"Batch {view.index}: {desc}", "sha256": sha256_file(path),
+                                      "bytes": path.stat().st_size})
             store.record_artifacts(run_id, artifacts)
             store.finish_run(run_id, "complete", _now())
 

@@ -42,6 +42,10 @@ METRIC_LABELS = {
 }
 
 
+# Artifact kinds the report itself draws from the database; every other figure comes from the run.
+REPORT_KINDS = ("chart", "dossier-html", "dossier-pdf")
+
+
 @dataclass
 class RenderedFile:
     path: Path
@@ -140,18 +144,26 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
     ]
     confusion = [{"name": e["model_name"], **_pooled(image_rows[e["model_name"]])} for e in evals]
 
+    readings = {r["check_name"]: r["reading"] for r in store.rows("select * from xai_readings")}
     batches = []
     for s in selected:
         b = s["batch_index"]
         ids = [r["image_id"] for r in image_rows[names[0]] if r["batch_index"] == b]
         per_model = {n: {r["image_id"]: r for r in image_rows[n] if r["batch_index"] == b} for n in names}
-        figs = [a for a in artifacts.values() if a["kind"] in ("overlay", "probability")
-                and f"batch{b:04d}" in a["path"]]
+
+        def of_batch(*kinds: str) -> list[dict[str, Any]]:
+            return sorted((a for a in artifacts.values() if a["kind"] in kinds
+                           and a["path"].startswith(f"figures/batch{b:04d}_")), key=lambda a: a["path"])
+        xai_rows = store.rows("select * from xai_checks where run_id = ? and batch_index = ? order by rowid",
+                              [run["id"], b])
         batches.append({
             "index": b, "reason": s["reason"],
             "rows": [{"image_id": i, "scores": [per_model[n][i] for n in names]} for i in ids],
             "means": [next(r for r in batch_rows[n] if r["batch_index"] == b) for n in names],
-            "figures": sorted(figs, key=lambda a: a["path"]),
+            "figures": of_batch("overlay", "probability"),
+            "xai_figures": of_batch("xai", "xai_layers"),
+            "xai_check_figures": of_batch("xai_check"),
+            "xai_tables": _xai_tables(xai_rows, readings),
         })
 
     failures = []
@@ -219,6 +231,20 @@ def _acceptance(criteria: list[str], evals: list[dict[str, Any]]) -> list[dict[s
         rows.append({"criterion": text.strip(), "values": values,
                      "passes": [v is not None and _OPS[op](v, float(value)) for v in values]})
     return rows
+
+
+def _xai_tables(rows: list[dict[str, Any]], readings: dict[str, str]) -> list[dict[str, Any]]:
+    """Tall XAI check rows as one table per check: a row per (model, method, detail), a column per metric."""
+    tables: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = tables.setdefault(r["check_name"], {"check": r["check_name"], "reading": readings.get(r["check_name"], ""),
+                                                "metrics": [], "rows": {}})
+        if r["metric"] not in t["metrics"]:
+            t["metrics"].append(r["metric"])
+        key = (r["model"], r["method"], r["detail"])
+        t["rows"].setdefault(key, {})[r["metric"]] = r["value"]
+    return [{**t, "rows": [{"model": k[0], "method": k[1], "detail": k[2], "values": v} for k, v in t["rows"].items()]}
+            for t in tables.values()]
 
 
 def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -309,7 +335,7 @@ def rerender(version: Path, output: Path, templates: Path | None = None, pdf: bo
     with AuditStore(db_path, readonly=True) as store:
         report_cfg = store.run()["config"]["report"]
         for a in store.artifacts(store.run()["id"]):
-            if a["kind"] in ("overlay", "probability"):
+            if a["kind"] not in REPORT_KINDS:  # drawn from pixels by the run, not from the database
                 (output / a["path"]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(version / a["path"], output / a["path"])
     return render_dossier(db_path, output, templates, pdf, report_cfg["figure_dpi"],

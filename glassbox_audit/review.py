@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .data.imageio import sha256_file
 from .errors import ConfigError, StoreError
-from .report import render_dossier
+from .report import REPORT_KINDS, render_dossier
 from .store import AuditStore
 from .versions import MANIFEST, new_version, verify_version
 
@@ -49,7 +49,7 @@ def review_version(audits_dir: Path, audit: str, version_folder: Path, reviewer:
     with AuditStore(version_folder / "audit.sqlite", readonly=True) as src:
         run = src.run()
         known = {r["image_id"] for r in src.rows("select distinct image_id from image_metrics")}
-        artifacts = [a for a in src.artifacts(run["id"]) if a["kind"] not in ("chart", "dossier-html", "dossier-pdf")]
+        artifacts = [a for a in src.artifacts(run["id"]) if a["kind"] not in REPORT_KINDS]
     unknown = [i for i, _ in flags if i not in known]
     if unknown:
         raise ConfigError(f"--flag names image {unknown[0]!r}, which is not in {version_folder.name}'s test set")

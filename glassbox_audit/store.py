@@ -9,7 +9,8 @@ Tables (``schema_version`` in ``meta``):
 ``runs``, ``datasets``, ``data_files``, ``skipped_files``, ``models``, ``evaluations``, ``evaluation_metrics``
 (tall: one row per metric and averaging), ``metric_intervals`` (95% bootstrap), ``image_metrics``, ``batch_metrics``,
 ``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
-version), ``reviews`` and ``image_flags`` (human review), ``artifacts``.
+version), ``xai_checks`` (faithfulness and sanity checks of the explanations, tall),
+``reviews`` and ``image_flags`` (human review), ``artifacts``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ class AuditStore:
             db["comparison_changes"].create({
                 "run_id": str, "against_version": str, "what": str, "a": str, "b": str,
             }, pk=("run_id", "what"), foreign_keys=[("run_id", "runs", "id")])
+            db["xai_checks"].create({
+                "run_id": str, "batch_index": int, "check_name": str, "model": str, "method": str,
+                "detail": str, "metric": str, "value": float,
+            }, pk=("run_id", "batch_index", "check_name", "model", "method", "detail", "metric"),
+                foreign_keys=[("run_id", "runs", "id")])
+            db["xai_readings"].create({"check_name": str, "reading": str}, pk="check_name")
             db["reviews"].create({
                 "id": int, "version": int, "reviewed_version": str, "reviewed_manifest_sha256": str,
                 "reviewer": str, "decision": str, "note": str, "created_at": str,
@@ -216,10 +223,11 @@ class AuditStore:
             self.db["batch_metrics"].insert_all({"evaluation_id": eid, **row} for row in ev.batches())
         return int(eid)
 
-    def record_selected(self, run_id: str, batches: list[int], reason: str) -> None:
+    def record_selected(self, run_id: str, batches: list[tuple[int, str]]) -> None:
+        """The batches drawn in the dossier, each with the reason it was chosen."""
         with self.db.atomic():
             self.db["selected_batches"].insert_all(
-                {"run_id": run_id, "batch_index": b, "reason": reason} for b in batches)
+                {"run_id": run_id, "batch_index": b, "reason": reason} for b, reason in batches)
 
     def record_comparison(self, run_id: str, diff: Any) -> None:
         """Store a :class:`~glassbox_audit.compare.VersionDiff` against the previous version."""
@@ -235,6 +243,29 @@ class AuditStore:
     def comparison(self, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return (self.rows("select * from comparisons where run_id = ? order by rowid", [run_id]),
                 self.rows("select * from comparison_changes where run_id = ? order by rowid", [run_id]))
+
+    def record_xai_readings(self, readings: dict[str, str]) -> None:
+        """One line per check on how to read its table, stored so the dossier needs no XAI code."""
+        with self.db.atomic():
+            self.db["xai_readings"].upsert_all(
+                ({"check_name": k, "reading": v} for k, v in readings.items()), pk="check_name")
+
+    def record_xai(self, run_id: str, batch_index: int, rows: Iterable[dict[str, Any]]) -> None:
+        """Store XAI check summaries (one dict per check, model, method) in tall form:
+        every numeric field becomes a (metric, value) row."""
+        keys = ("check", "model", "method")
+        out = []
+        for r in rows:
+            detail = str(r.get("down_to", r.get("depth", "")))
+            for k, v in r.items():
+                if k in keys or k in ("down_to", "depth") or not isinstance(v, (int, float)):
+                    continue
+                out.append({"run_id": run_id, "batch_index": batch_index, "check_name": r["check"],
+                            "model": r["model"], "method": r["method"], "detail": detail, "metric": k,
+                            "value": float(v)})
+        with self.db.atomic():
+            self.db["xai_checks"].upsert_all(out, pk=("run_id", "batch_index", "check_name", "model", "method",
+                                                      "detail", "metric"))
 
     def record_review(self, review: dict[str, Any], flags: list[tuple[str, str]]) -> int:
         with self.db.atomic():

@@ -29,6 +29,9 @@ def tiny_overrides(tmp: Path) -> list[str]:
         "model.input_size=32", "model.depth=2", "model.base_filters=4",
         "train.epochs=2", "train.finetune_epochs=1", "train.batch_size=4",
         "evaluate.batch_size=4", "report.figure_dpi=50",
+        # Explanations with every method and check on, at the smallest sizes that still exercise them.
+        "xai.ig_steps=4", "xai.smoothgrad_samples=2", "xai.deletion_steps=4", "xai.randomisation_steps=1",
+        "xai.slic_segments=20", 'xai.randomisation_methods=["saliency"]',
     ]
 
 

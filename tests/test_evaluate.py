@@ -66,12 +66,17 @@ def test_several_models_are_evaluated_in_one_pass_in_order(disc_data):
     np.testing.assert_array_equal(evals[0].counts, evals[1].counts)
 
 
-def test_default_selection_is_the_batch_closest_to_the_mean(disc_data):
+def test_default_selection_is_the_mean_worst_and_best_batch(disc_data):
     [ev] = evaluate_models([Handle("balanced", dark_is_lesion(32))], disc_data, 32, EvalConfig(batch_size=2))
-    [chosen] = select_batches([ev], EvalConfig(batch_size=2))
+    chosen = select_batches([ev], EvalConfig(batch_size=2))
     target = ev.summary["macro"]["dice"]
-    gaps = {r["batch_index"]: abs(r["mean_dice"] - target) for r in ev.batches()}
-    assert gaps[chosen] == min(gaps.values())
+    rows = ev.batches()
+    gaps = {r["batch_index"]: abs(r["mean_dice"] - target) for r in rows}
+    by_reason = {reason.split(":")[0]: b for b, reasons in chosen for reason in reasons.split("; ")}
+    assert gaps[by_reason["mean"]] == min(gaps.values())
+    assert by_reason["worst"] == min(rows, key=lambda r: r["mean_dice"])["batch_index"]
+    assert by_reason["best"] == max(rows, key=lambda r: r["mean_dice"])["batch_index"]
+    assert len({b for b, _ in chosen}) == len(chosen)  # each batch once
 
 
 def test_selecting_a_batch_that_does_not_exist_names_the_key(disc_data):

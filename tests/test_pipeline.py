@@ -91,8 +91,12 @@ def test_database_holds_every_image_and_provenance(two_runs):
         files = store.data_files(evals[0]["dataset_fingerprint"])
         assert len(files) == 2 * (cfg.data.synthetic.n_train + cfg.data.synthetic.n_val + n_test)
         kinds = {a["kind"] for a in store.artifacts(run["id"])}
-        assert {"overlay", "probability", "chart", "dossier-html", "dossier-pdf"} <= kinds
-        assert len(store.selected_batches(run["id"])) == 1
+        assert {"overlay", "probability", "chart", "dossier-html", "dossier-pdf", "xai", "xai_layers",
+                "xai_check"} <= kinds
+        selected = store.selected_batches(run["id"])
+        assert 1 <= len(selected) <= 3 and all(s["reason"] for s in selected)
+        checks = {r["check_name"] for r in store.rows("select distinct check_name from xai_checks")}
+        assert {"deletion", "insertion", "randomisation", "completeness", "timing"} <= checks
 
 
 class _Collect(HTMLParser):
@@ -115,7 +119,8 @@ def test_html_dossier_parses_with_its_figures_and_escapes_text(two_runs):
     html = r.html.read_text()
     parser = _Collect()
     parser.feed(html)
-    assert {"summary", "data", "models", "evaluation", "batches", "provenance"} <= set(parser.ids)
+    assert {"summary", "data", "models", "evaluation", "batches", "xai", "changes", "provenance",
+            "review"} <= set(parser.ids)
     assert len(parser.images) >= 8
     assert all((r.path / src).is_file() for src in parser.images)
     assert parser.scripts == 0 and "&lt;script&gt;" in html
@@ -136,7 +141,7 @@ def test_pdf_dossier_has_pages_with_figures(two_runs):
 def test_cli_run_prints_the_new_version_and_list_shows_it(two_runs):
     tmp = two_runs["tmp"]
     args = ["run", "--name", "tiny", "--no-pdf"]
-    for o in tiny_overrides(tmp):
+    for o in tiny_overrides(tmp) + ["xai.enabled=false"]:  # explanations are covered by the fixture's runs
         args += ["--set", o]
     result = CliRunner().invoke(cli, args, obj={})
     assert result.exit_code == 0, result.output
@@ -216,7 +221,7 @@ def test_diff_command_reports_deltas_per_model_as_json(two_runs):
 def test_fail_on_regression_exits_1_but_keeps_the_new_version_as_evidence(two_runs):
     tmp = two_runs["tmp"]
     args = ["run", "--name", "tiny", "--no-pdf", "--fail-on-regression"]
-    for o in tiny_overrides(tmp) + ["evaluate.threshold=0.999"]:  # nearly nothing predicted: Dice falls
+    for o in tiny_overrides(tmp) + ["evaluate.threshold=0.999", "xai.enabled=false"]:  # nearly nothing predicted
         args += ["--set", o]
     before = {p.name for p in (tmp / "audits" / "tiny").iterdir()}
     result = CliRunner().invoke(cli, args, obj={})

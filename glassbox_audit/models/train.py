@@ -192,7 +192,7 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
         card = _card(cfg, "base", "shared base model, fine-tuned into each variant", cfg.train.base_loss,
                      model, ds, history, time.perf_counter() - start, cfg.train.epochs,
                      cfg.train.learning_rate, None)
-        base = save_model(models_dir, "base", base_key, model, card)
+        base = load_model(save_model(models_dir, "base", base_key, model, card), size)
 
     for v in cfg.variants:
         if found[v.name] is not None:
@@ -214,7 +214,9 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
                      cfg.train.finetune_learning_rate, base_key)
         card["base_history"] = base.card.get("history", {})
         card["base_training_seconds"] = base.card.get("training_seconds")
-        result.append(save_model(models_dir, v.name, keys[v.name], model, card))
+        # Use the stored file, not the in-memory model: the first run then evaluates exactly
+        # what later runs load (uncompiled, safe-mode loaded, hash-checked).
+        result.append(load_model(save_model(models_dir, v.name, keys[v.name], model, card), size))
     if backups.exists() and not any(backups.iterdir()):
         shutil.rmtree(backups, ignore_errors=True)
     return result

@@ -30,6 +30,8 @@ __all__ = ["XaiResult", "explain_batch", "method_maps"]
 # ranking pixels by them in the deletion curve answers another question, so by default
 # they are not checked (the mean attention map is, as "does the model attend where it matters?").
 _NOT_CHECKED = ("superpixel/", "attention/")
+# Read from the forward pass alone: no target is explained.
+_NO_TARGET = ("superpixel", "attention")
 
 
 @dataclass
@@ -213,7 +215,8 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
             maps, params, check = timed(method, name, lambda: method_maps(method, model, images, region, s))
             for key, m in maps.items():
                 result.maps.setdefault(key, {})[name] = m
-                result.params.setdefault(key, {**params[key], "target": s.target})
+                target = {} if method in _NO_TARGET else {"target": s.target}
+                result.params.setdefault(key, {**params[key], **target})
             if check is not None:
                 result.completeness[name] = check
 

@@ -1,7 +1,8 @@
 """Checks of the explanations: deletion / insertion curves and model-parameter randomisation.
 
 **Deletion / insertion** (Petsiuk et al., 2018): pixels are ranked by a map, most important
-first; the deletion curve replaces the top ``k / K`` of them by a baseline image and records
+first; the deletion curve replaces the top ``k / K`` of them by a baseline image (by default
+each image's mean colour) and records
 the region-mean lesion probability, the insertion curve starts from the baseline and puts
 the original pixels back in the same order. A faithful map makes the deletion curve fall
 fast (low area under the curve) and the insertion curve rise fast (high area). A seeded
@@ -53,8 +54,8 @@ __all__ = [
 
 READING: dict[str, str] = {
     "deletion": ("Deletion: lesion probability over the target region as the pixels a map ranks highest are "
-                 "blurred away first; lower area under the curve = more faithful. Compare with 'random'."),
-    "insertion": ("Insertion: the same probability as the highest-ranked pixels are restored into the blurred "
+                 "replaced by the baseline first; lower area under the curve = more faithful. Compare with 'random'."),
+    "insertion": ("Insertion: the same probability as the highest-ranked pixels are restored into the baseline "
                   "image first; higher area under the curve = more faithful. Compare with 'random'."),
     "randomisation": ("Randomisation: similarity of each map with the map of a copy whose weights are "
                       "re-initialised from the output backwards; a map that reflects what the model learned drops "
@@ -107,7 +108,7 @@ class PerturbationCurves:
 
 def perturbation_curves(model: keras.Model, images: np.ndarray, maps: Mapping[str, np.ndarray],
                         target: str | np.ndarray | TargetRegion = "predicted", masks: np.ndarray | None = None,
-                        steps: int = 20, baseline: str = "blurred", blur_sigma: float = 0.05, seed: int = 0,
+                        steps: int = 20, baseline: str = "mean", blur_sigma: float = 0.05, seed: int = 0,
                         random_reference: bool = True, model_name: str = "",
                         batch_size: int = 16) -> list[PerturbationCurves]:
     """Deletion and insertion curves of every map, for one model on one batch.
@@ -125,8 +126,9 @@ def perturbation_curves(model: keras.Model, images: np.ndarray, maps: Mapping[st
         region the maps were computed for.
     steps : int, default 20
         ``K``: curve points are at ``0, 1/K, ..., 1`` of the pixels.
-    baseline : str, default "blurred"
-        What perturbed pixels become: ``blurred``, ``black`` or ``uniform``.
+    baseline : str, default "mean"
+        What perturbed pixels become: ``mean`` (the image's mean colour), ``blurred``,
+        ``black`` or ``uniform`` (see :func:`~glassbox_audit.xai.maths.baseline_images`).
     blur_sigma : float, default 0.05
         Blur sigma as a fraction of the image side.
     seed : int, default 0

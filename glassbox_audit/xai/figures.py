@@ -30,8 +30,11 @@ import cv2
 import numpy as np
 from matplotlib.lines import Line2D
 
+# The grid layout (cell planning, titles, row labels, colour-bar room) is the one of the
+# overlay figures, so XAI grids line up with them in the dossier; tests/test_xai.py draws
+# them, so a change to those private helpers shows up there.
 from glassbox_audit import overlays
-from glassbox_audit.charts import MODEL_COLOURS, _new_figure, _save_png
+from glassbox_audit.charts import _LINESTYLES, MODEL_COLOURS, _new_figure, _save_png
 
 from .checks import READING, PerturbationCurves, RandomisationResult
 
@@ -183,29 +186,46 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
     return _save_png(fig, path, dpi)
 
 
+def _method_styles(methods: Sequence[str]) -> dict[str, tuple[str, object]]:
+    """Colour and line style per method: the palette, then again with other dashes; random grey."""
+    styles: dict[str, tuple[str, object]] = {}
+    others = [m for m in methods if m != "random"]
+    for i, m in enumerate(others):
+        styles[m] = (MODEL_COLOURS[i % len(MODEL_COLOURS)], _LINESTYLES[(i // len(MODEL_COLOURS)) % len(_LINESTYLES)])
+    styles["random"] = ("0.55", (0, (2, 2)))
+    return styles
+
+
 def save_curves_figure(path: str | Path, curves: Sequence[PerturbationCurves], dpi: int = 110) -> Path:
-    """Mean deletion and insertion curves per method, one row of two panels per model."""
+    """Mean deletion and insertion curves per method, one row of two panels per model.
+
+    The areas under the curves are in the check tables; the legend under the figure names
+    the methods.
+    """
     models = list(dict.fromkeys(c.model for c in curves))
-    fig = _new_figure(7.0, 0.6 + 2.3 * max(1, len(models)), dpi)
+    methods = list(dict.fromkeys(c.method for c in curves))
+    legend_rows = -(-len(methods) // 4)
+    fig = _new_figure(7.0, 0.4 + 2.2 * max(1, len(models)) + 0.17 * legend_rows, dpi)
     if not models:
         fig.text(0.5, 0.5, "no checks computed", ha="center", va="center", fontsize=8, style="italic")
         return _save_png(fig, path, dpi)
     axes = fig.subplots(len(models), 2, squeeze=False)
-    methods = list(dict.fromkeys(c.method for c in curves))
-    colour = {m: ("0.55" if m == "random" else MODEL_COLOURS[i % len(MODEL_COLOURS)]) for i, m in enumerate(methods)}
+    styles = _method_styles(methods)
     for r, model in enumerate(models):
         for c, check in enumerate(("deletion", "insertion")):
             ax = axes[r, c]
             for cur in (x for x in curves if x.model == model and x.check == check):
-                ax.plot(cur.fractions, cur.curves.mean(axis=0), color=colour[cur.method], linewidth=1.2,
-                        linestyle="--" if cur.method == "random" else "-",
-                        label=f"{cur.method} {float(np.mean(cur.auc)):.3f}")
-            ax.set_title(f"{model}: {check} (legend: mean AUC)", fontsize=8)
-            ax.set_xlabel("share of pixels perturbed", fontsize=7)
-            ax.set_ylabel("p(lesion) over target", fontsize=7)
+                colour, dash = styles[cur.method]
+                ax.plot(cur.fractions, cur.curves.mean(axis=0), color=colour, linestyle=dash, linewidth=1.2)
+            better = "lower" if check == "deletion" else "higher"
+            ax.set_title(f"{model}: {check} ({better} area = more faithful)", fontsize=8)
+            ax.set_xlabel("share of pixels perturbed, most important first", fontsize=7)
+            ax.set_ylabel("mean p(lesion) over target", fontsize=7)
             ax.set_ylim(-0.02, 1.02)
             ax.tick_params(labelsize=7)
-            ax.legend(fontsize=5.5, frameon=False, loc="best")
+            ax.grid(True, color="0.92", linewidth=0.6)
+    handles = [Line2D([], [], color=styles[m][0], linestyle=styles[m][1], linewidth=1.4) for m in methods]
+    fig.legend(handles, methods, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
     return _save_png(fig, path, dpi)
 
 
@@ -217,10 +237,10 @@ def save_randomisation_figure(path: str | Path, results: Sequence[RandomisationR
         fig.text(0.5, 0.5, "no randomisation check computed", ha="center", va="center", fontsize=8, style="italic")
         return _save_png(fig, path, dpi)
     axes = fig.subplots(len(models), 1, squeeze=False)[:, 0]
-    methods = list(dict.fromkeys(r.method for r in results))
+    styles = _method_styles(list(dict.fromkeys(r.method for r in results)))
     for ax, model in zip(axes, models):
         for res in (r for r in results if r.model == model):
-            colour = MODEL_COLOURS[methods.index(res.method) % len(MODEL_COLOURS)]
+            colour = styles[res.method][0]
             x = np.arange(len(res.depths) + 1)
             with np.errstate(all="ignore"):
                 rho = [1.0] + [float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for v in res.spearman]

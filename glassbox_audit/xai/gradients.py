@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from ._engine import _POST, chunked, gradient_function, predict_logits
 from .maths import baseline_images, channel_reduce, integration_nodes
@@ -89,22 +90,24 @@ def _attribute(view: keras.Model, images: np.ndarray, region: TargetRegion, plan
     sigma = noise * (images.reshape(n, -1).max(axis=1) - images.reshape(n, -1).min(axis=1)) if n else []
     fn = gradient_function(view)
     shape = images.shape[1:]
-    flags = (np.bool_(plan.times_delta), np.int32(_POST[post]))
-    no_noise = np.zeros((1, 1, 1, 1), np.float32)
+    # Converted once: every chunk call reads the whole (small) batch and gathers its rows.
+    shared = [tf.constant(images), tf.constant(baselines), tf.constant(region.weights)]
+    flags = (tf.constant(plan.times_delta), tf.constant(_POST[post], tf.int32))
+    no_noise = tf.zeros((1, 1, 1, 1), tf.float32)
+    total = np.zeros((n_out, *shape), np.float32)
 
-    def call(rows: slice):
+    def call(rows: slice) -> None:
         if noisy:
             # Seeded per (image, sample), so maps do not depend on how rows are chunked.
             noise_rows = np.stack([np.random.default_rng([seed, i, s]).standard_normal(shape, np.float32) * sigma[i]
                                    for i, s in zip(image[rows], sample[rows])])
         else:
             noise_rows = no_noise
-        return fn(images, baselines, region.weights, image[rows], seg[rows], alpha[rows], coef[rows],
-                  np.int32(n_out), noise_rows, *flags)[0].numpy()
+        # Accumulated as chunks finish: memory stays one chunk plus one output.
+        total[...] += fn(*shared, image[rows], seg[rows], alpha[rows], coef[rows], np.int32(n_out), noise_rows,
+                         *flags)[0].numpy()
 
-    total = np.zeros((n_out, *shape), np.float32)
-    for part in chunked(len(image), batch_size, call):
-        total += part
+    chunked(len(image), batch_size, call)
     if per_sample:
         total = (total.reshape(n, samples, *shape) ** 2).mean(axis=1)
     return total

@@ -95,20 +95,22 @@ def baseline_images(images: np.ndarray, kind: str, seed: int = 0, blur_sigma: fl
     images : numpy.ndarray
         ``(N, H, W, C)`` float32 in [0, 1].
     kind : str
-        ``black`` (zeros), ``blurred`` (Gaussian blur, sigma ``blur_sigma`` x side) or
-        ``uniform`` (uniform noise in [0, 1], seeded per image index so a batch of one
-        gets the same baseline as that image in a larger batch).
+        ``black`` (zeros), ``blurred`` (Gaussian blur, sigma ``blur_sigma`` x side),
+        ``mean`` (each image's mean colour, flat) or ``uniform`` (uniform noise in [0, 1],
+        seeded per image index).
     """
     images = np.asarray(images, dtype=np.float32)
     if kind == "black":
         return np.zeros_like(images)
     if kind == "blurred":
         return blur_images(images, blur_sigma)
+    if kind == "mean":
+        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).astype(np.float32)
     if kind == "uniform":
         shape = images.shape[1:]
         return np.stack([np.random.default_rng([seed, i]).random(shape, dtype=np.float32)
                          for i in range(len(images))]) if len(images) else np.zeros_like(images)
-    raise ValueError(f"unknown baseline {kind!r}; use black, blurred or uniform")
+    raise ValueError(f"unknown baseline {kind!r}; use black, blurred, mean or uniform")
 
 
 def channel_reduce(attributions: np.ndarray, how: str) -> np.ndarray:
