@@ -21,11 +21,10 @@ from . import overlays
 from .compare import diff_databases
 from .config import AuditConfig, config_hash, config_to_dict
 from .data import load_dataset
-from .data.imageio import sha256_file
 from .evaluate import evaluate_models, predict_batches, select_batches
 from .models import obtain_models
 from .provenance import code_sha256, code_version, machine, package_versions
-from .report import default_templates, render_dossier
+from .report import RenderedFile, default_templates, render_dossier
 from .store import AuditStore
 from .versions import list_versions, new_version
 from .xai import render_xai_figures
@@ -140,8 +139,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
                     path = folder / "figures" / name
                     path.parent.mkdir(exist_ok=True)
                     draw(path, *args, scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi)
-                    artifacts.append({"path": f"figures/{name}", "kind": kind, "description": desc,
-                                      "sha256": sha256_file(path), "bytes": path.stat().st_size})
+                    artifacts.append(RenderedFile(path, kind, desc).artifact(folder))
             if explanations:
                 from .xai import READING
 
@@ -157,18 +155,14 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
                 for path, kind, desc in render_xai_figures(result, view.images, folder / "figures",
                                                            prefix=f"batch{view.index:04d}_",
                                                            scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi):
-                    artifacts.append({"path": path.relative_to(folder).as_posix(), "kind": kind,
-                                      "description": f"Batch {view.index}: {desc}", "sha256": sha256_file(path),
-                                      "bytes": path.stat().st_size})
+                    artifacts.append(RenderedFile(path, kind, f"Batch {view.index}: {desc}").artifact(folder))
             store.record_artifacts(run_id, artifacts)
             store.finish_run(run_id, "complete", _now())
 
         rendered = render_dossier(db_path, folder, templates, cfg.report.pdf, cfg.report.figure_dpi,
                                   cfg.report.max_listed_files)
         with AuditStore(db_path) as store:
-            store.record_artifacts(run_id, [
-                {"path": r.path.relative_to(folder).as_posix(), "kind": r.kind, "description": r.description,
-                 "sha256": sha256_file(r.path), "bytes": r.path.stat().st_size} for r in rendered])
+            store.record_artifacts(run_id, [r.artifact(folder) for r in rendered])
 
     final = build.final
     result = AuditResult(

@@ -52,6 +52,13 @@ class RenderedFile:
     kind: str
     description: str
 
+    def artifact(self, root: Path) -> dict[str, Any]:
+        """The ``artifacts`` row of this file: path relative to the version folder, sha256, size."""
+        from .data.imageio import sha256_file
+
+        return {"path": self.path.relative_to(root).as_posix(), "kind": self.kind, "description": self.description,
+                "sha256": sha256_file(self.path), "bytes": self.path.stat().st_size}
+
 
 def default_templates() -> Path:
     """The ``templates/`` folder beside the package (the project's top level)."""

@@ -71,8 +71,6 @@ def review_version(audits_dir: Path, audit: str, version_folder: Path, reviewer:
         rendered = render_dossier(db_path, build.path, None, pdf, report_cfg["figure_dpi"],
                                   report_cfg["max_listed_files"])
         with AuditStore(db_path) as store:
-            store.record_artifacts(run["id"], [
-                {"path": r.path.relative_to(build.path).as_posix(), "kind": r.kind, "description": r.description,
-                 "sha256": sha256_file(r.path), "bytes": r.path.stat().st_size} for r in rendered])
+            store.record_artifacts(run["id"], [r.artifact(build.path) for r in rendered])
     log.info("review: %s of %s %s recorded as %s", decision, audit, version_folder.name, build.name)
     return build.final
