@@ -185,14 +185,10 @@ def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
     fns = {m.name: predictor(m.model) for m in models}
     wanted = set(indices)
     views = []
-    for batch in iter_batches(ds, partition, input_size, cfg.batch_size, keep_images=wanted):
-        if batch.index not in wanted:
-            continue
+    for batch in iter_batches(ds, partition, input_size, cfg.batch_size, keep_images=True, only=wanted):
         probs = {}
         for name, fn in fns.items():
             p = fn(batch.x).numpy()[..., 0]
             probs[name] = [to_native(pi, *mask.shape) for pi, mask in zip(p, batch.masks)]
         views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs, batch.x))
-        if len(views) == len(wanted):
-            break
     return views

@@ -211,3 +211,14 @@ def test_duplicate_stems_are_refused_by_name(tmp_path):
     write_png(root / "images" / "IMD001.jpg", image)
     with pytest.raises(DataError, match="duplicate image stem 'IMD001'"):
         load_dataset(folder_cfg(root))
+
+
+def test_streaming_only_some_batches_keeps_their_indices_and_reads_nothing_else(tmp_path):
+    root = make_folder(tmp_path, 12, ext=".png", suffix="")
+    ds = load_dataset(folder_cfg(root))
+    every = list(iter_batches(ds, "train", 32, 2))
+    for s in ds.samples["train"][:2]:  # batch 0 becomes unreadable: it must not be touched
+        s.image.write_bytes(b"broken")
+    picked = list(iter_batches(ds, "train", 32, 2, only={1, len(every) - 1}))
+    assert [b.index for b in picked] == [1, len(every) - 1]
+    assert [b.ids for b in picked] == [every[1].ids, every[-1].ids]

@@ -164,14 +164,19 @@ class Batch:
 
 
 def iter_batches(ds: Dataset, partition: str, size: int, batch_size: int,
-                 keep_images: bool | set[int] = False, prefetch: int = 2) -> Iterator[Batch]:
+                 keep_images: bool | set[int] = False, prefetch: int = 2,
+                 only: set[int] | None = None) -> Iterator[Batch]:
     """Stream a partition in batches, decoding the next batches in a background thread.
 
     ``keep_images``: True keeps every native image, a set keeps them for those batch
     indices only (the batches the dossier draws), so memory stays bounded by the batch size.
+    ``only``: yield just these batch indices (the others are never read); indices keep
+    their meaning in the whole partition.
     """
     samples = ds.samples[partition]
-    chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+    chunks = [(i // batch_size, samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
+    if only is not None:
+        chunks = [(i, c) for i, c in chunks if i in only]
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
@@ -184,7 +189,7 @@ def iter_batches(ds: Dataset, partition: str, size: int, batch_size: int,
 
     def producer() -> None:
         try:
-            for i, chunk in enumerate(chunks):
+            for i, chunk in chunks:
                 if stop.is_set():
                     return
                 q.put(load(i, chunk))
