@@ -123,6 +123,32 @@ def run(no_pdf, fail_on_regression, **opts):
 
 @cli.command()
 @config_options
+@handle_errors
+def train(**opts):
+    """Train (or finish training) the base model and every variant, and store them.
+
+    Models already stored for this configuration and training data are kept (pass
+    ``--train always`` to retrain). An interrupted run resumes from its last finished epoch
+    when started again with the same options; each epoch is logged, and kept as
+    ``training_log.csv`` beside the stored model. Prints the stored model folders.
+    """
+    from .data import load_dataset
+    from .models import obtain_models
+
+    cfg = _config(**opts)
+    if cfg.train.mode == "never":
+        from .errors import ConfigError
+
+        raise ConfigError("train: --train never makes no sense here (use auto or always)")
+    ds = load_dataset(cfg.data)
+    for m in obtain_models(cfg, ds):
+        best = m.card.get("best_val_dice")
+        click.echo(f"{m.name}\t{m.path.parent}\tbest validation Dice {best:.4f}" if best is not None
+                   else f"{m.name}\t{m.path.parent}")
+
+
+@cli.command()
+@config_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write JSON here instead of stdout.")
 @click.option("--per-image", is_flag=True, help="Include per-image metrics.")
 @handle_errors

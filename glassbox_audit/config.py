@@ -178,6 +178,9 @@ class TrainConfig:
     learning_rate: float = 2e-3
     finetune_learning_rate: float = 5e-4
     patience: int = 5
+    # "plateau": halve the learning rate when validation loss stalls; "cosine": decay it
+    # to 1/20 over the planned epochs (better final weights when the epoch budget is fixed).
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
     seed: int = 0
     base_loss: LossConfig = field(
         default_factory=lambda: LossConfig("dice", bce_weight=0.5)

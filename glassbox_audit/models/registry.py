@@ -111,18 +111,26 @@ def load_model(stored: StoredModel, input_size: int | None = None) -> StoredMode
     return stored
 
 
-def save_model(models_dir: Path, name: str, key: str, model: Any, card: dict[str, Any]) -> StoredModel:
-    """Write model and card to a temporary folder, then rename it into place."""
+def save_model(models_dir: Path, name: str, key: str, model: Any, card: dict[str, Any],
+               epoch_log: Path | None = None) -> StoredModel:
+    """Write model and card to a temporary folder, then rename it into place.
+
+    ``epoch_log``: the per-epoch CSV written during training, kept as ``training_log.csv``.
+    """
     models_dir.mkdir(parents=True, exist_ok=True)
     final = _folder(models_dir, name, key)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=models_dir))
     try:
         model.save(tmp / "model.keras")
+        if epoch_log is not None and epoch_log.exists():
+            shutil.copyfile(epoch_log, tmp / "training_log.csv")
         card = dict(card, name=name, key=key, sha256=sha256_file(tmp / "model.keras"))
         (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)  # a card without a matching key: stale, replaced whole
         os.rename(tmp, final)
+        if epoch_log is not None:
+            epoch_log.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

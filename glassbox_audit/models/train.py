@@ -71,26 +71,37 @@ class _LogEpochs:
 
 
 def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,
-        batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str
-        ) -> dict[str, list[float]]:
-    """Train ``model`` in place with early stopping on validation Dice; return the history."""
+        batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str,
+        schedule: str = "plateau", epoch_log: Path | None = None) -> dict[str, list[float]]:
+    """Train ``model`` in place with early stopping on validation Dice; return the history.
+
+    ``epoch_log``: a CSV file that gets one row per finished epoch (appended on resume).
+    """
     import keras
 
     from .losses import dice_coefficient, make_loss
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=make_loss(loss_cfg),
+    steps = -(-len(data["x_train"]) // batch_size)
+    rate = (keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.05)
+            if schedule == "cosine" else lr)
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=make_loss(loss_cfg),
                   metrics=[dice_coefficient], jit_compile=False)
     train = _datasets(data["x_train"], data["y_train"], batch_size, augment, seed, True)
     val = _datasets(data["x_val"], data["y_val"], batch_size, None, seed, False)
     callbacks = [
-        # Resume from the last finished epoch if a previous run was interrupted.
+        # Resume from the last finished epoch if a previous run was interrupted (the
+        # optimizer's step count is restored too, so a cosine schedule carries on).
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
         keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=patience,
                                       restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                          patience=max(2, patience // 2), min_lr=lr / 32),
         _LogEpochs(label, epochs),
     ]
+    if schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                           patience=max(2, patience // 2), min_lr=lr / 32))
+    if epoch_log is not None:
+        epoch_log.parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(epoch_log), append=True))
     with warnings.catch_warnings():
         # Keras warns that shuffle is ignored for a tf.data input; the dataset shuffles itself.
         warnings.filterwarnings("ignore", message=".*shuffle.*")
@@ -113,7 +124,9 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
         "loss": dataclasses.asdict(loss),
         "hyperparameters": {"max_epochs": epochs, "learning_rate": lr, "batch_size": cfg.train.batch_size,
                             "patience": cfg.train.patience, "optimizer": "Adam", "seed": cfg.train.seed,
-                            "lr_schedule": "halve on validation-loss plateau",
+                            "lr_schedule": ("cosine decay to 1/20 over the planned epochs"
+                                            if cfg.train.lr_schedule == "cosine"
+                                            else "halve on validation-loss plateau"),
                             "augmentation": dataclasses.asdict(cfg.train.augment)},
         "data": {"layout": ds.layout, "description": ds.description,
                  "train_fingerprint": ds.fingerprint(("train", "val")),
@@ -188,11 +201,13 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
         start = time.perf_counter()
         history = fit(model, cfg.train.base_loss, data, epochs=cfg.train.epochs, lr=cfg.train.learning_rate,
                       batch_size=cfg.train.batch_size, patience=cfg.train.patience, augment=augment,
-                      seed=cfg.train.seed, backup_dir=backups / f"base-{base_key[:12]}", label="base")
+                      seed=cfg.train.seed, backup_dir=backups / f"base-{base_key[:12]}", label="base",
+                      schedule=cfg.train.lr_schedule, epoch_log=backups / f"base-{base_key[:12]}.csv")
         card = _card(cfg, "base", "shared base model, fine-tuned into each variant", cfg.train.base_loss,
                      model, ds, history, time.perf_counter() - start, cfg.train.epochs,
                      cfg.train.learning_rate, None)
-        base = load_model(save_model(models_dir, "base", base_key, model, card), size)
+        base = load_model(save_model(models_dir, "base", base_key, model, card,
+                                     epoch_log=backups / f"base-{base_key[:12]}.csv"), size)
 
     for v in cfg.variants:
         if found[v.name] is not None:
@@ -208,7 +223,9 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
             history = fit(model, v.loss, data, epochs=cfg.train.finetune_epochs,
                           lr=cfg.train.finetune_learning_rate, batch_size=cfg.train.batch_size,
                           patience=cfg.train.patience, augment=augment, seed=cfg.train.seed,
-                          backup_dir=backups / f"{v.name}-{keys[v.name][:12]}", label=v.name)
+                          backup_dir=backups / f"{v.name}-{keys[v.name][:12]}", label=v.name,
+                          schedule=cfg.train.lr_schedule,
+                          epoch_log=backups / f"{v.name}-{keys[v.name][:12]}.csv")
         card = _card(cfg, v.name, v.description, v.loss, model, ds, history,
                      time.perf_counter() - start, cfg.train.finetune_epochs,
                      cfg.train.finetune_learning_rate, base_key)
@@ -216,7 +233,8 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
         card["base_training_seconds"] = base.card.get("training_seconds")
         # Use the stored file, not the in-memory model: the first run then evaluates exactly
         # what later runs load (uncompiled, safe-mode loaded, hash-checked).
-        result.append(load_model(save_model(models_dir, v.name, keys[v.name], model, card), size))
+        result.append(load_model(save_model(models_dir, v.name, keys[v.name], model, card,
+                                            epoch_log=backups / f"{v.name}-{keys[v.name][:12]}.csv"), size))
     if backups.exists() and not any(backups.iterdir()):
         shutil.rmtree(backups, ignore_errors=True)
     return result
