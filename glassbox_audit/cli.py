@@ -45,6 +45,8 @@ def config_options(fn):
                      help="Load stored models when they match (auto), always retrain, or never train."),
         click.option("--on-bad-input", type=click.Choice(["fail", "skip"]),
                      help="A bad image or mask stops the run (fail, default) or is left out and listed (skip)."),
+        click.option("--tta/--no-tta", default=None,
+                     help="Average predictions over the four flips of each image (test-time augmentation)."),
         click.option("--audits-dir", help="Where audit versions are written (default: audits)."),
         click.option("--models-dir", help="The model store (default: models)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -55,11 +57,11 @@ def config_options(fn):
     return fn
 
 
-def _config(config_path, name, layout, data_root, train_mode, on_bad_input, audits_dir, models_dir, overrides,
-            **extra):
+def _config(config_path, name, layout, data_root, train_mode, on_bad_input, tta, audits_dir, models_dir,
+            overrides, **extra):
     return load_config(config_path, list(overrides), name=name, data__layout=layout, data__root=data_root,
-                       train__mode=train_mode, data__on_bad_input=on_bad_input, audits_dir=audits_dir,
-                       models_dir=models_dir, **extra)
+                       train__mode=train_mode, data__on_bad_input=on_bad_input, evaluate__tta=tta,
+                       audits_dir=audits_dir, models_dir=models_dir, **extra)
 
 
 def handle_errors(fn):
@@ -183,11 +185,14 @@ def evaluate(output, per_image, **opts):
                     "fingerprint": ds.fingerprint(), "counts": ds.counts, "test_source": ds.test_source,
                     "notes": ds.notes},
         "threshold": cfg.evaluate.threshold,
+        "tta": cfg.evaluate.tta,
+        "postprocess": cfg.evaluate.postprocess,
         "input_size": size,
         "models": {},
     }
     for m, ev in zip(models, evals):
-        entry = {"sha256": m.sha256, "path": str(m.path), **ev.summary}
+        entry = {"sha256": m.sha256, "path": str(m.path), **ev.summary,
+                 "intervals_95": ev.intervals, "seconds": round(ev.seconds, 2)}
         if per_image:
             pi = ev.per_image
             entry["per_image"] = [{"image_id": i, **{k: float(v[j]) for k, v in pi.items()}}

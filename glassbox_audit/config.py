@@ -193,6 +193,11 @@ class EvalConfig:
     batch_size: int = 8
     threshold: float = 0.5  # on the sigmoid probability, after resizing to native resolution
     jaccard_threshold: float = 0.65  # ISIC: per-image Jaccard below this counts as 0
+    # Test-time augmentation: average the probabilities over the four flips (4x the compute).
+    tta: bool = False
+    # Clean-up of each predicted mask at native resolution, in order: "largest_component",
+    # "fill_holes". For one-object tasks (skin lesions); leave empty for vessels or defects.
+    postprocess: list[str] = field(default_factory=list)
     # Batches drawn (overlays, XAI) in the dossier; empty: chosen by auto_select.
     selected_batches: list[int] = field(default_factory=list)
     # "mean": the batch whose mean Dice is closest to the test-set mean (as the seed's batch 78);
@@ -455,6 +460,8 @@ def validate(cfg: AuditConfig) -> None:
     _check(bool(e.auto_select) and all(a in ("mean", "worst", "best") for a in e.auto_select),
            "evaluate.auto_select", f"must list some of 'mean', 'worst', 'best', got {e.auto_select}")
     _check(all(b >= 0 for b in e.selected_batches), "evaluate.selected_batches", "must be batch indices >= 0")
+    _check(all(p in ("largest_component", "fill_holes") for p in e.postprocess), "evaluate.postprocess",
+           f"must list some of 'largest_component', 'fill_holes', got {e.postprocess}")
 
     try:
         cfg.xai.validate("xai")

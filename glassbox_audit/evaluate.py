@@ -21,8 +21,9 @@ from tqdm import tqdm
 from .config import EvalConfig
 from .data import Dataset, iter_batches
 from .metrics import METRICS, aggregate, bootstrap_intervals, confusion_counts, metrics_from_counts
+from .postprocess import postprocess
 
-__all__ = ["BatchView", "ModelEvaluation", "evaluate_models", "predict_batches", "select_batches",
+__all__ = ["BatchView", "ModelEvaluation", "binarize", "evaluate_models", "predict_batches", "select_batches",
            "predictor", "to_native"]
 
 log = logging.getLogger(__name__)
@@ -69,21 +70,33 @@ class ModelEvaluation:
         return rows
 
 
-_PREDICTORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, dict[bool, Any]]" = weakref.WeakKeyDictionary()
 
 
-def predictor(model) -> Any:
+def predictor(model, tta: bool = False) -> Any:
     """A compiled ``x -> sigmoid(logits)`` for batches of any size, made once per model so
-    evaluation and the figure batches share its traces."""
-    fn = _PREDICTORS.get(model)
+    evaluation and the figure batches share its traces.
+
+    ``tta``: the mean probability over the input and its horizontal, vertical and double
+    flips, each flipped back; the four views go through the model as one batch.
+    """
+    fns = _PREDICTORS.setdefault(model, {})
+    fn = fns.get(tta)
     if fn is None:
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
-        def fn(x):
-            return tf.sigmoid(model(x, training=False))
+        if tta:
+            @tf.function(reduce_retracing=True)
+            def fn(x):
+                views = tf.concat([x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]], axis=0)
+                p = tf.split(tf.sigmoid(model(views, training=False)), 4, axis=0)
+                return (p[0] + p[1][:, :, ::-1] + p[2][:, ::-1] + p[3][:, ::-1, ::-1]) / 4.0
+        else:
+            @tf.function(reduce_retracing=True)
+            def fn(x):
+                return tf.sigmoid(model(x, training=False))
 
-        _PREDICTORS[model] = fn
+        fns[tta] = fn
     return fn
 
 
@@ -92,11 +105,16 @@ def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def binarize(prob: np.ndarray, cfg: EvalConfig) -> np.ndarray:
+    """The predicted mask scored and drawn: threshold, then the configured clean-up."""
+    return postprocess(prob > cfg.threshold, cfg.postprocess)
+
+
 def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
                     partition: str = "test") -> list[ModelEvaluation]:
     """Evaluate ``models`` (objects with ``name``, ``sha256`` and a Keras ``model``) on a partition."""
     models = list(models)
-    fns = [predictor(m.model) for m in models]
+    fns = [predictor(m.model, cfg.tta) for m in models]
     n = len(ds.samples[partition])
     ids: list[str] = []
     batch_of: list[int] = []
@@ -112,7 +130,7 @@ def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
                 t0 = time.perf_counter()
                 probs = fn(batch.x).numpy()[..., 0]
                 for prob, mask in zip(probs, batch.masks):
-                    pred = to_native(prob, *mask.shape) > cfg.threshold
+                    pred = binarize(to_native(prob, *mask.shape), cfg)
                     counts[k].append(confusion_counts(mask, pred))
                 seconds[k] += time.perf_counter() - t0
             bar.update(len(batch.ids))
@@ -176,13 +194,14 @@ class BatchView:
     masks: list[np.ndarray]
     probs: dict[str, list[np.ndarray]]  # model name -> native-size probability maps
     x: np.ndarray | None = None  # the network inputs (N, S, S, 3), for the explanations
+    preds: dict[str, list[np.ndarray]] | None = None  # the masks as scored (threshold + clean-up)
 
 
 def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
                     indices: list[int], partition: str = "test") -> list[BatchView]:
     """Re-run the selected batches only, keeping native images and probability maps."""
     models = list(models)
-    fns = {m.name: predictor(m.model) for m in models}
+    fns = {m.name: predictor(m.model, cfg.tta) for m in models}
     wanted = set(indices)
     views = []
     for batch in iter_batches(ds, partition, input_size, cfg.batch_size, keep_images=True, only=wanted):
@@ -190,5 +209,6 @@ def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
         for name, fn in fns.items():
             p = fn(batch.x).numpy()[..., 0]
             probs[name] = [to_native(pi, *mask.shape) for pi, mask in zip(p, batch.masks)]
-        views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs, batch.x))
+        preds = {name: [binarize(p, cfg) for p in ps] for name, ps in probs.items()}
+        views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs, batch.x, preds))
     return views

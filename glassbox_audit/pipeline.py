@@ -126,7 +126,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
             artifacts = []
             for view in views:
                 scores = {ev.name: [float(ev.per_image["dice"][ev.ids.index(i)]) for i in view.ids] for ev in evals}
-                preds = {n: [p > cfg.evaluate.threshold for p in probs] for n, probs in view.probs.items()}
+                preds = view.preds
                 for kind, name, desc, draw, args in (
                     ("overlay", f"batch{view.index:04d}_overlays.png",
                      f"Batch {view.index}: image, ground truth, and each variant's errors "
