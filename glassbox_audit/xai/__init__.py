@@ -8,7 +8,8 @@ What the pipeline calls, once per selected batch::
                            images,                            # (N, S, S, 3) float32 in [0, 1]
                            masks,                             # (N, h, w) ground truth, any size, or None
                            settings,                          # XaiSettings (cfg.xai once embedded)
-                           image_ids=ids)
+                           image_ids=ids,
+                           cache_dir=settings.cache_dir)      # optional: reuse earlier results
     figures = render_xai_figures(result, native_images, folder / "figures",
                                  prefix=f"batch{index:04d}_", scale=..., dpi=...)
     # figures: [(path, kind, description)], kinds "xai", "xai_layers", "xai_check"
@@ -27,6 +28,9 @@ Each method is also usable alone, Captum style: the constructor takes the model,
     SuperpixelConfidence(model).explain(images, n_segments=200)
     AttentionMaps(model).explain(images)
 
+With ``cache_dir``, each model's results on a batch are stored (:mod:`.cache`) and read back
+by a later call with the same weights, images, masks, settings and XAI code.
+
 The explained scalar is the mean logit over a region (:mod:`.target`): the predicted mask
 by default, the ground truth, or any region of interest.
 """
@@ -40,6 +44,7 @@ from .settings import METHODS, XaiSettings
 _LAZY = {
     "attention": ("AttentionMaps", "attention_layers"),
     "batch": ("XaiResult", "explain_batch", "method_maps"),
+    "cache": ("ModelExplanations", "XaiCache", "model_sha256"),
     "cam": ("GradCAM", "LayerGradCAM", "default_cam_layer", "group_layers", "spatial_layers"),
     "checks": ("READING", "PerturbationCurves", "RandomisationResult", "cascade_blocks", "map_similarity",
                "perturbation_curves", "randomisation_check", "randomised_copy"),
@@ -74,6 +79,7 @@ __all__ = [
     "GuidedBackprop",
     "IntegratedGradients",
     "LayerGradCAM",
+    "ModelExplanations",
     "PerturbationCurves",
     "RandomisationResult",
     "Saliency",
@@ -81,6 +87,7 @@ __all__ = [
     "SuperpixelConfidence",
     "SuperpixelMaps",
     "TargetRegion",
+    "XaiCache",
     "XaiResult",
     "XaiSettings",
     "attention_layers",
@@ -93,6 +100,7 @@ __all__ = [
     "logits_view",
     "map_similarity",
     "method_maps",
+    "model_sha256",
     "perturbation_curves",
     "randomisation_check",
     "randomised_copy",

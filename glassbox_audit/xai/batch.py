@@ -9,6 +9,8 @@ order, then the deletion / insertion curves and the randomisation check, and ret
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import keras
 import numpy as np
 
 from .attention import AttentionMaps, attention_layers
+from .cache import ModelExplanations, XaiCache
 from .cam import GradCAM, LayerGradCAM, default_cam_layer
 from .checks import PerturbationCurves, RandomisationResult, perturbation_curves, randomisation_check
 from .gradients import Completeness, GuidedBackprop, IntegratedGradients, Saliency, SmoothGrad
@@ -25,6 +28,8 @@ from .superpixel import SuperpixelConfidence
 from .target import TargetRegion, target_region
 
 __all__ = ["XaiResult", "explain_batch", "method_maps"]
+
+log = logging.getLogger(__name__)
 
 # Families that are properties of the prediction rather than attributions of a target:
 # ranking pixels by them in the deletion curve answers another question, so by default
@@ -64,6 +69,9 @@ class XaiResult:
         Method (or ``deletion_insertion`` / ``randomisation``) to model name to seconds.
     notes : list of str
         Methods skipped and why (e.g. a model without attention gates).
+    cached : list of str
+        Models whose results were read from the cache (their timings are those of the run
+        that computed them).
     """
 
     models: list[str]
@@ -77,6 +85,7 @@ class XaiResult:
     randomisation: list[RandomisationResult] = field(default_factory=list)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
 
     def check_rows(self) -> list[dict]:
         """Per-image rows of every check (deletion, insertion, randomisation, completeness)."""
@@ -158,7 +167,8 @@ def _family(key: str) -> str:
 
 def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: np.ndarray | None = None,
                   settings: XaiSettings | None = None, image_ids: Sequence[str] | None = None,
-                  progress: Callable[[str], None] | None = None) -> XaiResult:
+                  progress: Callable[[str], None] | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> XaiResult:
     """Explain one batch with every configured method for every model, and check the maps.
 
     Parameters
@@ -177,6 +187,11 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
         Row labels for the figures; default ``"0"``, ``"1"``, ...
     progress : callable, optional
         Called with a short message before each method (for logs).
+    cache_dir : str or os.PathLike, optional
+        Folder of the result cache (:mod:`.cache`; ``settings.cache_dir`` is the configured
+        one). Each model's results are read from it when the model's weights, the images,
+        the masks, the settings and the code are unchanged, else computed and written to it.
+        None or empty: no cache.
 
     Returns
     -------
@@ -196,52 +211,85 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
     ids = [str(i) for i in (image_ids if image_ids is not None else range(len(images)))]
     result = XaiResult(list(models), ids, dataclasses.replace(s))
     say = progress or (lambda _msg: None)
-
-    def timed(key: str, name: str, fn: Callable):
-        t0 = time.perf_counter()
-        out = fn()
-        result.timings.setdefault(key, {})[name] = time.perf_counter() - t0
-        return out
+    cache = XaiCache(cache_dir) if cache_dir else None
 
     for name, model in models.items():
-        region = target_region(model, images, s.target, masks, s.batch_size)
-        result.targets[name] = region
-        for method in s.methods:
-            reason = _skip_reason(method, model)
-            if reason:
-                result.notes.append(f"{method} skipped for {name}: the model {reason}")
-                continue
-            say(f"xai {method} for {name}")
-            maps, params, check = timed(method, name, lambda: method_maps(method, model, images, region, s))
-            for key, m in maps.items():
-                result.maps.setdefault(key, {})[name] = m
-                target = {} if method in _NO_TARGET else {"target": s.target}
-                result.params.setdefault(key, {**params[key], **target})
-            if check is not None:
-                result.completeness[name] = check
-
-        own = {k: per[name] for k, per in result.maps.items() if name in per}
-        if s.checks:
-            say(f"xai deletion/insertion for {name}")
-            checked = {k: v for k, v in own.items() if not k.startswith(_NOT_CHECKED)}
-            result.curves += timed("deletion_insertion", name, lambda: perturbation_curves(
-                model, images, checked, region, steps=s.deletion_steps, baseline=s.deletion_baseline,
-                blur_sigma=s.blur_sigma, seed=s.seed, random_reference=s.deletion_random_reference,
-                model_name=name, batch_size=s.batch_size))
-        if s.randomisation:
-            # Superpixels are not a function of a target: nothing to compare.
-            families = [m for m in s.randomisation_methods or [m for m in s.methods if m != "attention"]
-                        if m != "superpixel"]
-            compared = {k: v for k, v in own.items() if _family(k) in families}
-            if compared:
-                say(f"xai randomisation for {name}")
-
-                def again(copy: keras.Model) -> dict[str, np.ndarray]:
-                    out: dict[str, np.ndarray] = {}
-                    for fam in dict.fromkeys(_family(k) for k in compared):
-                        out.update(method_maps(fam, copy, images, region, s)[0])
-                    return out
-
-                result.randomisation += timed("randomisation", name, lambda: randomisation_check(
-                    model, compared, again, steps=s.randomisation_steps, seed=s.seed, model_name=name))
+        part, key = None, None
+        if cache is not None:
+            key = cache.key(model, name, images, masks, s)
+            part = cache.load(key)
+            if part is not None:
+                say(f"xai for {name} read from the cache ({key.digest[:12]})")
+                result.cached.append(name)
+        if part is None:
+            part = _explain_model(name, model, images, masks, s, say)
+            if cache is not None and key is not None:
+                try:
+                    cache.save(key, part)
+                except OSError as exc:  # a full or read-only disk costs the next run time, not this one
+                    log.warning("xai cache: could not write %s: %s", cache.path(key), exc)
+        result.targets[name] = part.region
+        for k, m in part.maps.items():
+            result.maps.setdefault(k, {})[name] = m
+            result.params.setdefault(k, part.params[k])
+        if part.completeness is not None:
+            result.completeness[name] = part.completeness
+        result.curves += part.curves
+        result.randomisation += part.randomisation
+        for k, seconds in part.timings.items():
+            result.timings.setdefault(k, {})[name] = seconds
+        result.notes += part.notes
     return result
+
+
+def _explain_model(name: str, model: keras.Model, images: np.ndarray, masks: np.ndarray | None,
+                   s: XaiSettings, say: Callable[[str], None]) -> ModelExplanations:
+    """Every configured method and check for one model (the unit the cache stores)."""
+    part = ModelExplanations(target_region(model, images, s.target, masks, s.batch_size))
+    region = part.region
+
+    def timed(key: str, fn: Callable):
+        t0 = time.perf_counter()
+        out = fn()
+        part.timings[key] = time.perf_counter() - t0
+        return out
+
+    for method in s.methods:
+        reason = _skip_reason(method, model)
+        if reason:
+            part.notes.append(f"{method} skipped for {name}: the model {reason}")
+            continue
+        say(f"xai {method} for {name}")
+        maps, params, check = timed(method, lambda: method_maps(method, model, images, region, s))
+        for key, m in maps.items():
+            part.maps[key] = m
+            target = {} if method in _NO_TARGET else {"target": s.target}
+            part.params[key] = {**params[key], **target}
+        if check is not None:
+            part.completeness = check
+
+    own = part.maps
+    if s.checks:
+        say(f"xai deletion/insertion for {name}")
+        checked = {k: v for k, v in own.items() if not k.startswith(_NOT_CHECKED)}
+        part.curves += timed("deletion_insertion", lambda: perturbation_curves(
+            model, images, checked, region, steps=s.deletion_steps, baseline=s.deletion_baseline,
+            blur_sigma=s.blur_sigma, seed=s.seed, random_reference=s.deletion_random_reference,
+            model_name=name, batch_size=s.batch_size))
+    if s.randomisation:
+        # Superpixels are not a function of a target: nothing to compare.
+        families = [m for m in s.randomisation_methods or [m for m in s.methods if m != "attention"]
+                    if m != "superpixel"]
+        compared = {k: v for k, v in own.items() if _family(k) in families}
+        if compared:
+            say(f"xai randomisation for {name}")
+
+            def again(copy: keras.Model) -> dict[str, np.ndarray]:
+                out: dict[str, np.ndarray] = {}
+                for fam in dict.fromkeys(_family(k) for k in compared):
+                    out.update(method_maps(fam, copy, images, region, s)[0])
+                return out
+
+            part.randomisation += timed("randomisation", lambda: randomisation_check(
+                model, compared, again, steps=s.randomisation_steps, seed=s.seed, model_name=name))
+    return part

@@ -308,7 +308,9 @@ def render_xai_figures(result, images: Sequence[np.ndarray] | np.ndarray, out_di
         lines = [f"{TITLES.get(key, TITLES.get(family, key))}. Parameters: {_params_line(params)}."]
         if family not in ("superpixel", "attention") and models[0] in result.targets:
             lines.append(f"Explained: {result.targets[models[0]].describe()}.")
-        times = [f"{m} {seconds[family][m]:.1f} s" for m in models if m in seconds.get(family, {})]
+        # A cached model's seconds are those of the run that computed its maps: say so.
+        times = [f"{m} {seconds[family][m]:.1f} s" + (" (earlier run, read from the cache)" if m in result.cached else "")
+                 for m in models if m in seconds.get(family, {})]
         if times:
             lines.append(f"Time ({family}, all maps of the method): {', '.join(times)}.")
         return "\n".join(lines)

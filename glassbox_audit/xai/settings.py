@@ -98,6 +98,10 @@ class XaiSettings:
     randomisation_methods : list of str
         Methods re-run on the randomised models; empty: every method computed, except the
         model's own attention maps and superpixels, which are not explanations of a target.
+    cache_dir : str
+        Folder of the explanation cache (:mod:`glassbox_audit.xai.cache`): a model's results
+        on a batch are reused when its weights, the images, these settings and the XAI code
+        are unchanged. Relative paths are relative to the working directory; empty: no cache.
     """
 
     enabled: bool = True
@@ -128,6 +132,7 @@ class XaiSettings:
     randomisation_steps: int = 2
     randomisation_methods: list[str] = field(
         default_factory=lambda: ["saliency", "gradcam"])
+    cache_dir: str = ".cache/glassbox-audit/xai"
 
     def validate(self, prefix: str = "xai") -> None:
         """Raise ``ValueError`` naming the first impossible value as ``<prefix>.<field>``."""
