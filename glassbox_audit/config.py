@@ -30,6 +30,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "FolderConfig",
+    "LlmConfig",
     "LossConfig",
     "ModelConfig",
     "ReportConfig",
@@ -223,6 +224,35 @@ class ReportConfig:
     acceptance: list[str] = field(default_factory=lambda: ["dice >= 0.85", "thresholded_jaccard >= 0.75"])
 
 
+def default_questions() -> list[str]:
+    """Questions every audit answers in its LLM appendix; phrased to fit any set of variants."""
+    return [
+        "What is the Dice of each model?",
+        "Which model has the highest Dice?",
+        "What are the precision and recall of each model?",
+        "Which model has the highest recall?",
+        "Which batch has the lowest Dice for model 1?",
+        "What is the ISIC thresholded Jaccard of each model?",
+    ]
+
+
+@dataclass
+class LlmConfig:
+    """Questions about a run answered by a local GGUF model, each checked against SQL
+    (``glassbox_audit.llm``; ``glassbox-audit ask``)."""
+
+    enabled: bool = True  # answer standard_questions into every new version's appendix
+    # "auto": TinyLlama 1.1B Chat when fetched (glassbox-audit llm fetch), else the packaged default;
+    # or a key of glassbox_audit.llm.KNOWN_MODELS.
+    model: str = "auto"
+    gguf: str = ""  # any GGUF file instead; then sha256 is required
+    sha256: str = ""  # pinned hash of the GGUF (a file that differs is refused)
+    n_ctx: int = 2048
+    threads: int = 2  # 0: all cores
+    max_tokens: int = 128
+    standard_questions: list[str] = field(default_factory=default_questions)
+
+
 @dataclass
 class AuditConfig:
     name: str = "default"
@@ -235,6 +265,7 @@ class AuditConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     xai: XaiSettings = field(default_factory=XaiSettings)
     report: ReportConfig = field(default_factory=ReportConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -479,6 +510,19 @@ def validate(cfg: AuditConfig) -> None:
                f"must look like 'dice >= 0.85' with a metric among {', '.join(ACCEPTANCE_METRICS)}, got {text!r}")
     if r.templates and not Path(r.templates).is_dir():
         raise ConfigError(f"config key 'report.templates': folder {r.templates} does not exist")
+
+    from .llm.runtime import KNOWN_MODELS  # the model table lives with the runtime
+
+    q = cfg.llm
+    _check(q.model == "auto" or q.model in KNOWN_MODELS, "llm.model",
+           f"must be 'auto' or one of {', '.join(KNOWN_MODELS)}, got {q.model!r}")
+    _check(not q.sha256 or bool(re.fullmatch(r"[0-9a-fA-F]{64}", q.sha256)), "llm.sha256",
+           f"must be 64 hex digits, got {q.sha256!r}")
+    _check(not q.gguf or bool(q.sha256), "llm.sha256", "is required when llm.gguf is set (pin the file's hash)")
+    _check(256 <= q.n_ctx <= 32768, "llm.n_ctx", f"must be in 256..32768, got {q.n_ctx}")
+    _check(q.threads >= 0, "llm.threads", f"must be 0 (all cores) or positive, got {q.threads}")
+    _check(16 <= q.max_tokens <= 1024, "llm.max_tokens", f"must be in 16..1024, got {q.max_tokens}")
+    _check(all(t.strip() for t in q.standard_questions), "llm.standard_questions", "must not hold empty questions")
 
 
 def _validate_loss(loss: LossConfig, key: str) -> None:

@@ -31,6 +31,15 @@ SCHEMA_VERSION = 1
 _METRIC_COLS = {"dice": float, "iou": float, "precision": float, "recall": float, "f1": float,
                 "pixel_accuracy": float, "specificity": float}
 _COUNT_COLS = {"tp": int, "fp": int, "fn": int, "tn": int}
+# Questions asked about a run (glassbox_audit.llm): one row each, with everything needed to audit
+# the answer. The same table lives in audits/<name>/questions.sqlite for questions asked of a
+# sealed version, whose own database never changes.
+LLM_QUERY_COLS = {
+    "id": int, "asked_at": str, "audit": str, "version": int, "run_id": str, "source": str, "question": str,
+    "prompt_json": str, "raw_output": str, "llm_intent_json": str, "parser_intent_json": str, "intent_json": str,
+    "sql_json": str, "result_json": str, "answer": str, "status": str, "model": str, "model_sha256": str,
+    "llm_seconds": float, "seconds": float, "error": str,
+}
 
 
 def _json(value: Any) -> str:
@@ -157,6 +166,7 @@ class AuditStore:
             db["artifacts"].create({
                 "run_id": str, "path": str, "kind": str, "description": str, "sha256": str, "bytes": int,
             }, pk=("run_id", "path"), foreign_keys=[("run_id", "runs", "id")])
+            db["llm_queries"].create(LLM_QUERY_COLS, pk="id")
 
     # --- writes --------------------------------------------------------------------------
 

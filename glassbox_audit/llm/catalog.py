@@ -1,0 +1,98 @@
+"""What a question may refer to: the run's real model names, metrics, batches and images.
+
+Read once from an audit database (read-only) and shared by the grammar (its enumerations),
+the deterministic parser (what counts as "not found") and the answering SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..query import open_readonly, run_query
+
+__all__ = ["DATASET_METRICS", "IMAGE_METRICS", "METRIC_LABELS", "Catalog", "ModelRef"]
+
+# Metrics stored per image and per batch, each with micro (pooled pixels) and macro (image mean) forms.
+IMAGE_METRICS = ("dice", "iou", "precision", "recall", "specificity", "pixel_accuracy")
+# Figures with one natural averaging, stored for the whole test set only.
+DATASET_METRICS = ("thresholded_jaccard", "lesion_detection_rate", "fp_share", "fn_share", "jaccard_failures")
+
+METRIC_LABELS = {
+    "dice": "Dice", "iou": "IoU", "precision": "precision", "recall": "recall", "specificity": "specificity",
+    "pixel_accuracy": "pixel accuracy", "thresholded_jaccard": "ISIC thresholded Jaccard",
+    "lesion_detection_rate": "lesion detection rate", "fp_share": "false-positive share of pixels",
+    "fn_share": "false-negative share of pixels", "jaccard_failures": "Jaccard failures (images)",
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    number: int  # 1-based, in the order the run evaluated them (the dossier's order)
+    description: str = ""
+
+
+@dataclass
+class Catalog:
+    """The vocabulary of one run. ``Catalog.load(path)`` reads it from an audit database."""
+
+    path: Path
+    run_id: str
+    audit: str
+    version: int
+    models: list[ModelRef]
+    metrics: list[str]
+    batches: list[int]
+    images: list[str]
+    _image_index: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._image_index = {i.lower(): i for i in self.images}
+
+    @classmethod
+    def load(cls, path: str | Path, run_id: str | None = None) -> "Catalog":
+        with open_readonly(path) as conn:
+            def rows(sql: str, params: list | tuple = ()) -> list[dict]:
+                return run_query(conn, sql, params).dicts()
+
+            runs = rows("select id, audit_name, version from runs where (? is null or id = ?) "
+                        "order by started_at desc limit 1", [run_id, run_id])
+            if not runs:
+                from ..errors import StoreError
+
+                raise StoreError(f"{path}: no run recorded")
+            run = runs[0]
+            evals = rows("select e.id, e.model_name, m.card_json from evaluations e "
+                         "left join models m on m.sha256 = e.model_sha256 where e.run_id = ? order by e.id",
+                         [run["id"]])
+            models = []
+            for n, e in enumerate(evals, 1):
+                try:
+                    description = json.loads(e["card_json"] or "{}").get("description", "")
+                except ValueError:
+                    description = ""
+                models.append(ModelRef(e["model_name"], n, description or ""))
+            stored = {r["metric"] for r in rows(
+                "select distinct m.metric from evaluation_metrics m join evaluations e on e.id = m.evaluation_id "
+                "where e.run_id = ?", [run["id"]])}
+            metrics = [m for m in (*IMAGE_METRICS, *DATASET_METRICS) if m in stored]
+            batches = [r["b"] for r in rows(
+                "select distinct i.batch_index as b from image_metrics i join evaluations e on e.id = i.evaluation_id "
+                "where e.run_id = ? order by b", [run["id"]])]
+            images = [r["i"] for r in rows(
+                "select distinct i.image_id as i from image_metrics i join evaluations e on e.id = i.evaluation_id "
+                "where e.run_id = ? order by i", [run["id"]])]
+        return cls(Path(path), run["id"], run["audit_name"], int(run["version"]), models, metrics, batches, images)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def image(self, text: str) -> str | None:
+        """The stored image id matching ``text`` (case-insensitive), or None."""
+        return self._image_index.get(text.lower())
+
+    def model_by_number(self, number: int) -> str | None:
+        return self.models[number - 1].name if 1 <= number <= len(self.models) else None

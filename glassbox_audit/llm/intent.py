@@ -1,0 +1,243 @@
+"""The intent of a question, and a deterministic parser that reads it without any model.
+
+An :class:`Intent` says which models, which part of the test set (the whole ``dataset``, one
+``batch``, one ``image``, or, with no id, every batch or image to rank them), which metrics
+and which aggregate (``macro`` image mean, ``micro`` pooled pixels, ``max`` / ``min`` ranking).
+The LLM produces one under a grammar; :func:`parse_question` produces another from rules and
+synonyms. An answer is verified only when both agree (compared by :meth:`Intent.canonical`).
+
+Example::
+
+    parse_question("What is the DSC of model 2 on batch 3?", catalog)
+    # Intent(models=('balanced',), scope='batch', batch=3, metrics=('dice',), aggregate='macro')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .catalog import DATASET_METRICS, METRIC_LABELS, Catalog
+
+__all__ = ["AGGREGATES", "METRIC_SYNONYMS", "SCOPES", "Intent", "IntentError", "parse_question"]
+
+SCOPES = ("dataset", "batch", "image")
+AGGREGATES = ("macro", "micro", "max", "min")
+
+# Longest phrases first when matching; F1 equals Dice for binary masks, so it is read as Dice.
+METRIC_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "thresholded_jaccard": ("thresholded jaccard", "isic thresholded jaccard", "isic score", "isic jaccard",
+                            "thresholded iou"),
+    "lesion_detection_rate": ("lesion detection rate", "detection rate", "lesions detected"),
+    "fp_share": ("false positive share", "share of false positives", "false positive pixels"),
+    "fn_share": ("false negative share", "share of false negatives", "false negative pixels"),
+    "jaccard_failures": ("jaccard failures", "failed images", "failures"),
+    "dice": ("dice coefficient", "dice score", "dice", "dsc", "f1 score", "f1", "f score", "sorensen"),
+    "iou": ("intersection over union", "jaccard index", "jaccard", "iou"),
+    "recall": ("true positive rate", "sensitivity", "recall", "tpr", "hit rate"),
+    "precision": ("positive predictive value", "precision", "ppv"),
+    "specificity": ("true negative rate", "specificity", "tnr"),
+    "pixel_accuracy": ("pixel accuracy", "pixelwise accuracy", "accuracy"),
+}
+
+_AGGREGATE_WORDS = (
+    ("micro", r"micro|pixel pooled|pooled|pixel level|over all pixels|all pixels together"),
+    ("macro", r"macro|image mean|mean over images|per image mean|averaged over images|per image average"),
+    ("max", r"highest|best|maximum|max|top|largest|greatest|strongest"),
+    ("min", r"lowest|worst|minimum|min|smallest|poorest|weakest"),
+)
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
+             "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+class IntentError(ValueError):
+    """An LLM output that is not a valid intent for this catalog."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    models: tuple[str, ...]
+    scope: str = "dataset"
+    batch: int | None = None
+    image: str | None = None
+    metrics: tuple[str, ...] = ("dice",)
+    aggregate: str = "macro"
+    # Things the question names that the database does not hold ("batch 9999", "model 7").
+    missing: tuple[str, ...] = field(default=(), compare=False)
+
+    def canonical(self, catalog: Catalog) -> "Intent":
+        """The same question in one normal form, so equal meanings compare equal."""
+        order = {n: i for i, n in enumerate(catalog.model_names)}
+        models = tuple(sorted(set(self.models), key=lambda n: order.get(n, len(order))))
+        metric_order = {m: i for i, m in enumerate(catalog.metrics)}
+        metrics = tuple(sorted(set(self.metrics), key=lambda m: metric_order.get(m, len(metric_order))))
+        batch = self.batch if self.scope == "batch" else None
+        image = self.image if self.scope == "image" else None
+        aggregate = self.aggregate
+        one_unit = self.scope == "dataset" or batch is not None or image is not None
+        if aggregate == "micro" and (image is not None or all(m in DATASET_METRICS for m in metrics)):
+            aggregate = "macro"  # one image, or a figure with a single averaging: nothing to pool
+        if aggregate in ("max", "min") and one_unit and len(models) == 1:
+            aggregate = "macro"  # ranking one model against itself is just its value
+        return Intent(models, self.scope, batch, image, metrics, aggregate, self.missing)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["models"], d["metrics"], d["missing"] = list(self.models), list(self.metrics), list(self.missing)
+        return d
+
+    def describe(self) -> str:
+        """A short human reading of the intent, shown when two readings disagree."""
+        where = {"dataset": "test set", "batch": f"batch {self.batch}" if self.batch is not None else "every batch",
+                 "image": f"image {self.image}" if self.image is not None else "every image"}[self.scope]
+        metrics = ", ".join(METRIC_LABELS.get(m, m) for m in self.metrics)
+        return f"{metrics} ({self.aggregate}) of {', '.join(self.models)} on {where}"
+
+    @classmethod
+    def from_llm_json(cls, text: str, catalog: Catalog) -> "Intent":
+        """Read the LLM's JSON (see :mod:`.grammar`), refusing anything outside the catalog."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise IntentError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise IntentError("not a JSON object")
+        models = data.get("models")
+        if models == ["all"] or models == "all":
+            models = catalog.model_names
+        if not isinstance(models, list) or not models or any(m not in catalog.model_names for m in models):
+            raise IntentError(f"models {models!r} are not among {catalog.model_names}")
+        metrics = data.get("metrics")
+        if not isinstance(metrics, list) or not metrics or any(m not in catalog.metrics for m in metrics):
+            raise IntentError(f"metrics {metrics!r} are not among {catalog.metrics}")
+        scope = data.get("scope")
+        if scope not in SCOPES:
+            raise IntentError(f"scope {scope!r} is not one of {SCOPES}")
+        batch, image = data.get("batch"), data.get("image")
+        if batch is not None and (not isinstance(batch, int) or batch not in catalog.batches):
+            raise IntentError(f"batch {batch!r} is not in the audit")
+        if image is not None and (not isinstance(image, str) or catalog.image(image) is None):
+            raise IntentError(f"image {image!r} is not in the audit")
+        aggregate = data.get("aggregate")
+        if aggregate not in AGGREGATES:
+            raise IntentError(f"aggregate {aggregate!r} is not one of {AGGREGATES}")
+        return cls(tuple(models), scope, batch, catalog.image(image) if image else None, tuple(metrics), aggregate)
+
+
+def _norm(text: str) -> str:
+    text = text.lower().replace("optimised", "optimized").replace("ø", "o")
+    text = re.sub(r"[_\-‐–—/]", " ", text)
+    text = re.sub(r"[^a-z0-9#.% ]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str]:
+    """Models named in ``text`` (normalised), things that look like models but are unknown, and
+    the text with every model mention blanked out (so "recall-optimized" is not read as recall)."""
+    found: list[tuple[int, str]] = []
+    missing: list[str] = []
+    blank = text
+
+    def take(m: re.Match, name: str | None, label: str) -> None:
+        nonlocal blank
+        if name is None:
+            missing.append(label)
+        else:
+            found.append((m.start(), name))
+        blank = blank[:m.start()] + " " * (m.end() - m.start()) + blank[m.end():]
+
+    for ref in sorted(catalog.models, key=lambda r: -len(r.name)):
+        for m in re.finditer(rf"\b{re.escape(_norm(ref.name))}\b", blank):
+            take(m, ref.name, ref.name)
+    for m in re.finditer(r"\b(?:model|variant|network|net)\s*(?:#|no\.?|number)?\s*(\d+|one|two|three|four|five|six)\b",
+                         blank):
+        raw = m.group(1)
+        n = int(raw) if raw.isdigit() else _ORDINALS[raw]
+        take(m, catalog.model_by_number(n), f"model {n}")
+    for m in re.finditer(r"\b(first|second|third|fourth|fifth|sixth|last)\s+(?:model|variant|network)\b", blank):
+        n = len(catalog.models) if m.group(1) == "last" else _ORDINALS[m.group(1)]
+        take(m, catalog.model_by_number(n), f"the {m.group(1)} model")
+    # Descriptions: "the recall one", "the precision variant", "the balanced model"; and unknown
+    # names of the same shape ("the speed-optimized model").
+    first_words = {}
+    for ref in catalog.models:
+        word = _norm(ref.name).split(" ")[0]
+        first_words.setdefault(word, []).append(ref.name)
+    qualifier = r"(?:optimized|oriented|focused|tuned|model|variant|one|network)"
+    for m in re.finditer(rf"\b([a-z0-9]+)\s+{qualifier}\b", blank):
+        word = m.group(1)
+        if word in first_words and len(first_words[word]) == 1:
+            take(m, first_words[word][0], word)
+        elif m.group(0).endswith("optimized") and word not in ("is", "the", "a", "most", "best"):
+            take(m, None, f"{word}-optimized model")
+    for m in re.finditer(r"\b(?:model|variant) (?:named|called) ([a-z0-9 ]+?)(?:\s|$|\?)", blank):
+        take(m, None, f"model {m.group(1)}")
+    for word, names in first_words.items():
+        if len(names) == 1 and word not in {w for syn in METRIC_SYNONYMS.values() for s in syn for w in s.split()}:
+            for m in re.finditer(rf"\b{re.escape(word)}\b", blank):
+                take(m, names[0], word)
+    return [n for _, n in sorted(found)], missing, blank
+
+
+def _find_metrics(text: str) -> list[str]:
+    phrases = sorted(((s, k) for k, syns in METRIC_SYNONYMS.items() for s in syns), key=lambda p: -len(p[0]))
+    found: list[tuple[int, str]] = []
+    for phrase, key in phrases:
+        for m in re.finditer(rf"\b{re.escape(phrase)}\b", text):
+            found.append((m.start(), key))
+            text = text[:m.start()] + " " * len(phrase) + text[m.end():]
+    out: list[str] = []
+    for _, key in sorted(found):
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def parse_question(question: str, catalog: Catalog) -> Intent:
+    """Read a question with rules and synonyms only (no model), against ``catalog``."""
+    text = _norm(question)
+    models, missing, rest = _find_models(text, catalog)
+
+    scope, batch, image = "dataset", None, None
+    m = re.search(r"\bbatch(?:es)?\s*(?:#|no\.?|number|index|id)?\s*(\d+)\b", rest)
+    if m:
+        scope, batch = "batch", int(m.group(1))
+        if batch not in catalog.batches:
+            missing.append(f"batch {batch}")
+    elif re.search(r"\bbatch(es)?\b", rest):
+        scope = "batch"
+    raw_words = re.findall(r"[A-Za-z0-9][A-Za-z0-9_.\-]*[A-Za-z0-9]", question)
+    ids = [w for w in raw_words if catalog.image(w)]
+    if ids and scope == "dataset":
+        scope, image = "image", catalog.image(ids[0])
+    elif scope == "dataset":
+        m2 = re.search(r"\bimage\s+(?:id\s+)?([A-Za-z0-9][A-Za-z0-9_.\-]*)", question, re.IGNORECASE)
+        looks_like_id = m2 and re.search(r"\d", m2.group(1))
+        if looks_like_id:
+            scope = "image"
+            missing.append(f"image {m2.group(1)}")
+        elif re.search(r"\bimages?\b", rest) and re.search(r"\b(which|what|highest|lowest|best|worst|max|min)\b",
+                                                          rest):
+            scope = "image"
+
+    metrics = _find_metrics(rest)
+    unknown_metrics = [m for m in metrics if m not in catalog.metrics]
+    missing += [f"metric {METRIC_LABELS.get(m, m)}" for m in unknown_metrics]
+    metrics = [m for m in metrics if m in catalog.metrics] or (["dice"] if not unknown_metrics else [])
+    if scope != "dataset":
+        for mtr in metrics:
+            if mtr in DATASET_METRICS:
+                missing.append(f"{METRIC_LABELS[mtr]} per {scope} (recorded for the whole test set only)")
+
+    aggregate = "macro"
+    for key, pattern in _AGGREGATE_WORDS:
+        if re.search(rf"\b(?:{pattern})\b", rest):
+            aggregate = key
+            break
+
+    if not models and not any(x.startswith(("model", "the ")) or "optimized model" in x for x in missing):
+        models = catalog.model_names  # no model named: the question is about all of them
+    return Intent(tuple(dict.fromkeys(models)), scope, batch, image, tuple(metrics) or ("dice",), aggregate,
+                  tuple(dict.fromkeys(missing)))

