@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -85,7 +86,7 @@ def download(url: str, target: str | Path, sha256: str, timeout: float = 60.0) -
             while True:
                 try:
                     block = response.read(_CHUNK)
-                except (OSError, urllib.error.URLError) as exc:
+                except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                     raise ModelError(f"{url}: download interrupted after {received} bytes ({exc})") from None
                 if not block:
                     break
