@@ -12,6 +12,16 @@ class GlassBoxError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: object = "", *args: object):
+        # A non-UTF-8 file name arrives as lone surrogates, which a UTF-8 terminal, log file
+        # or database refuses: the message names such bytes as \xNN so it can always be shown.
+        text = str(message)
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        super().__init__(text, *args)
+
 
 class ConfigError(GlassBoxError):
     """A configuration key or value is wrong (unknown key, wrong type, impossible value)."""

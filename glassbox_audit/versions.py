@@ -4,7 +4,9 @@ A version is built in a hidden temporary folder, gets a ``manifest.json`` listin
 sha256 of every file and the hash of the previous version's manifest (a hash chain), has
 its files made read-only, and is then renamed to ``vNNN`` in one step. A version number is
 reserved first with an atomic ``mkdir``, so two runs started together get distinct numbers,
-and an existing version is never written again.
+and an existing version is never written again. Versions are sealed in number order (a
+build waits for lower-numbered builds still running), so each manifest hashes the manifest
+of the version just below it and the chain has no gaps.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import errno
 import re
 import shutil
 import stat
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +36,16 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 _VERSION = re.compile(r"^v(\d{3,})$")
 _RESERVED = re.compile(r"^\.reserved-v(\d{3,})$")
+_BUILDING = re.compile(r"^\.building-v(\d{3,})-(\d+)$")
+# How long a build waits for lower-numbered builds to seal before chaining past them.
+SEAL_WAIT_SECONDS = 900.0
+# Write failures of the machine rather than of the program: reported as one line.
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+
+# Reservations held by builds running in this process (threads); another reservation
+# carrying this process's pid is a leftover, not a build to wait for.
+_ACTIVE: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
 
 
 def version_name(number: int) -> str:
@@ -58,14 +72,45 @@ class VersionBuild:
         return version_name(self.number)
 
 
-def _alive(pid: int) -> bool:
+def _started_after(pid: int, moment: float) -> bool:
+    """True when process ``pid`` started after ``moment`` (so it cannot have written a
+    record made then: the pid was reused). False when unknown (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                    if ln.startswith("btime "))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return started > moment + 1.0  # btime has one-second resolution
+
+
+def _alive(pid: int, since: float | None = None) -> bool:
+    """Is process ``pid`` running (and, with ``since``, the same process that was running then)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    return since is None or not _started_after(pid, since)
+
+
+def _owner_running(res: Path, max_age: float, building_here: bool = False) -> bool:
+    """Is the owner of reservation ``res`` still running? With ``building_here``, a
+    reservation carrying this process's pid counts only if one of our builds holds it."""
+    try:
+        pid = int((res / "pid").read_text())
+        written = (res / "pid").stat().st_mtime
+    except (OSError, ValueError):  # owner not written yet (a moment after mkdir) or never
+        try:
+            return time.time() - res.stat().st_mtime <= max_age
+        except OSError:
+            return False
+    if pid == os.getpid() and building_here:
+        with _ACTIVE_LOCK:
+            return str(res) in _ACTIVE
+    return _alive(pid, since=written)
 
 
 def _clear_stale(audit_dir: Path, max_age: float = 3600.0) -> None:
@@ -76,19 +121,17 @@ def _clear_stale(audit_dir: Path, max_age: float = 3600.0) -> None:
         m = _RESERVED.match(res.name)
         if not m:
             continue
-        try:
-            pid = int((res / "pid").read_text())
-            stale = not _alive(pid)
-        except (OSError, ValueError):
-            try:
-                stale = time.time() - res.stat().st_mtime > max_age
-            except OSError:
-                continue
-        if stale:
+        if not _owner_running(res, max_age):
             for building in audit_dir.glob(f".building-v{m.group(1)}-*"):
                 shutil.rmtree(building, ignore_errors=True)
             shutil.rmtree(res, ignore_errors=True)
             log.info("audit: removed the leftovers of an interrupted run (%s)", res.name)
+    # A build folder whose reservation is gone and whose owner died (a killed run's child
+    # process can still write into it after the reservation was cleared).
+    for building in audit_dir.iterdir():
+        m = _BUILDING.match(building.name)
+        if m and not (audit_dir / f".reserved-v{m.group(1)}").exists() and not _alive(int(m.group(2))):
+            shutil.rmtree(building, ignore_errors=True)
 
 
 def _reserve(audit_dir: Path) -> int:
@@ -107,8 +150,38 @@ def _reserve(audit_dir: Path) -> int:
             shutil.rmtree(reservation, ignore_errors=True)
             number += 1
             continue
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(str(reservation))
         (reservation / "pid").write_text(str(os.getpid()))
         return number
+
+
+def _wait_for_lower(audit_dir: Path, number: int, limit: float) -> None:
+    """Wait until no build of a lower number is still running, so this version's manifest
+    can chain to the version just below it."""
+    deadline = time.monotonic() + limit
+    while True:
+        pending = sorted(res.name for res in audit_dir.iterdir()
+                         if (m := _RESERVED.match(res.name)) and int(m.group(1)) < number
+                         and _owner_running(res, max_age=60.0, building_here=True))
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            log.warning("audit: %s still building after %.0f s; %s chains to the last finished version",
+                        ", ".join(pending), limit, version_name(number))
+            return
+        time.sleep(0.1)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file and folder of a build to disk, so the rename that publishes it
+    cannot outlive its contents after a power loss."""
+    for p in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_manifest(folder: Path, audit: str, number: int, previous: Path | None) -> dict:
@@ -153,9 +226,11 @@ def new_version(audits_dir: Path, audit: str) -> Iterator[VersionBuild]:
     try:
         tmp.mkdir()
         yield build
+        _wait_for_lower(audit_dir, number, SEAL_WAIT_SECONDS)
         earlier = [p for n, p in list_versions(audit_dir) if n < number]
         write_manifest(tmp, audit, number, earlier[-1] if earlier else None)
         _make_read_only(tmp)
+        _fsync_tree(tmp)
         os.rename(tmp, build.final)
         # Make the new directory entry durable before reporting success.
         fd = os.open(audit_dir, os.O_RDONLY)
@@ -164,10 +239,16 @@ def new_version(audits_dir: Path, audit: str) -> Iterator[VersionBuild]:
         finally:
             os.close(fd)
         log.info("audit: version %s written to %s", build.name, build.final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreError(f"{build.final}: cannot write the new version: {exc.strerror}{where}; "
+                             "nothing was kept") from exc
         raise
     finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(str(reservation))
         shutil.rmtree(reservation, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import DataError
-from .imageio import read_image, read_mask, resize_image, resize_mask, sha256_file
+from .imageio import printable, read_image, read_mask, resize_image, resize_mask, sha256_file
 from .layouts import Discovery, Sample, discover
 
 __all__ = ["Batch", "DataFile", "Dataset", "iter_batches", "load_arrays", "load_dataset"]
@@ -72,9 +72,9 @@ class Dataset:
 
 def _relative(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        return printable(path.relative_to(root).as_posix())
     except ValueError:
-        return str(path)
+        return printable(path)
 
 
 def _check_pair(sample: Sample, root: Path, threshold: int, max_ambiguous: float

@@ -7,6 +7,8 @@ names) and every failure becomes a :class:`DataError` naming the file and the pr
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -14,11 +16,29 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["read_image", "read_mask", "resize_image", "resize_mask", "sha256_file"]
+# A failed decode is reported once, as our DataError; OpenCV's own log line on stderr would
+# be a second, less clear message for the same file.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+__all__ = ["printable", "read_image", "read_mask", "resize_image", "resize_mask", "sha256_file"]
 
 # A mask pixel this far from both 0 and 255 is "ambiguous": a few come from anti-aliased or
 # JPEG-compressed borders; many mean the file is not a binary mask at all.
 _AMBIGUOUS_LOW, _AMBIGUOUS_HIGH = 32, 223
+
+
+def printable(text: str | Path) -> str:
+    """``text`` with undecodable bytes of a file name shown as ``\\xNN``.
+
+    Python keeps bytes of a non-UTF-8 file name as lone surrogates, which SQLite, hashing
+    and UTF-8 files refuse; ids, stored paths and messages use this form instead, while
+    the file itself is still opened by its real name.
+    """
+    try:
+        raw = str(text).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that never was a file-name byte
+        return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -29,6 +49,32 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(buf: np.ndarray) -> str | None:
+    """Why a PNG file is damaged, or None if every chunk is whole and its CRC matches.
+
+    libpng reports a truncated or corrupted PNG by printing to stderr itself; walking the
+    chunks first lets us name the problem in our one error line instead.
+    """
+    data = memoryview(buf)
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while True:
+        if pos + 12 > n:
+            return f"truncated PNG ({n} bytes, ends before its IEND chunk)"
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > n:
+            return f"truncated PNG ({n} bytes, chunk {kind.decode('latin-1')!r} at byte {pos} is cut off)"
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(data[pos + 4:end - 4]) != crc:
+            return f"corrupt PNG (checksum error in chunk {kind.decode('latin-1')!r} at byte {pos})"
+        if kind == b"IEND":
+            return None
+        pos = end
+
+
 def _decode(path: Path) -> np.ndarray:
     try:
         buf = np.fromfile(path, dtype=np.uint8)
@@ -36,6 +82,8 @@ def _decode(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read file ({exc.strerror})") from None
     if buf.size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
+    if buf[:8].tobytes() == _PNG_SIGNATURE and (problem := _png_problem(buf)):
+        raise DataError(f"{path}: {problem}")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import DataConfig, config_hash
 from ..errors import DataError
+from .imageio import printable
 
 __all__ = ["Discovery", "Sample", "ISIC_LAYOUTS", "discover"]
 
@@ -57,7 +58,7 @@ class _Problems:
     def __call__(self, path: Path, reason: str) -> None:
         if self.policy == "fail":
             raise DataError(f"{path}: {reason}")
-        self.skipped.append((str(path), reason))
+        self.skipped.append((printable(path), printable(reason)))
         log.warning("data: skipping %s: %s", path, reason)
 
 
@@ -267,12 +268,12 @@ def _discover_folder(root: Path, cfg: DataConfig, fc, problems: _Problems, descr
             f"random split with seed {cfg.split_seed}: test {fc.test_fraction:.0%}, "
             f"validation {fc.val_fraction:.0%}, rest training"
         )
-    samples = {p: [Sample(s, images[s], masks[s], p) for s in parts.get(p, [])] for p in PARTITIONS}
+    samples = {p: [Sample(printable(s), images[s], masks[s], p) for s in parts.get(p, [])] for p in PARTITIONS}
     if not samples["val"]:
         samples["train"], samples["val"] = _carve(samples["train"], cfg.val_from_train_fraction,
                                                   cfg.split_seed, "val")
         notes.append(f"no validation list: {len(samples['val'])} training images held out for validation")
-    return Discovery("folder", root, samples, notes, "test", description or f"image folder {img_dir}")
+    return Discovery("folder", root, samples, notes, "test", description or f"image folder {printable(img_dir)}")
 
 
 def _read_splits(split_dir: Path, stems: set[str]) -> dict[str, list[str]]:
@@ -284,7 +285,9 @@ def _read_splits(split_dir: Path, stems: set[str]) -> dict[str, list[str]]:
         f = split_dir / f"{part}.txt"
         if not f.exists():
             continue
-        listed = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        # surrogateescape: a listed non-UTF-8 name matches the file name as the folder lists it.
+        text = f.read_text(encoding="utf-8", errors="surrogateescape")
+        listed = [ln.strip() for ln in text.splitlines() if ln.strip()]
         for stem in listed:
             if stem not in stems:
                 raise DataError(f"{f}: lists '{stem}', which has no image/mask pair")
