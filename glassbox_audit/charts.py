@@ -36,6 +36,7 @@ __all__ = [
     "plot_confusion_matrices",
     "plot_histogram",
     "plot_metric_comparison",
+    "plot_operating_points",
     "plot_training_curves",
 ]
 
@@ -603,3 +604,60 @@ def _interval(pair: object) -> tuple[float, float]:
     except (TypeError, ValueError):
         return math.nan, math.nan
     return _as_float(low), _as_float(high)
+
+
+# --------------------------------------------------------------------------- operating points
+
+
+def plot_operating_points(path: str | Path, curves: Mapping[str, Sequence[Mapping[str, float]]],
+                          threshold: float = 0.5, dpi: int = 110) -> Path:
+    """Two panels per audit: macro Dice against the threshold, and micro precision against
+    micro recall as the threshold moves; the operating threshold is marked on both.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where the PNG is written (parent folders are created).
+    curves : dict of str to list of dict
+        Model name to rows with ``threshold``, ``macro_dice``, ``micro_precision`` and
+        ``micro_recall`` (as stored in the ``operating_points`` table), any order.
+    threshold : float, default 0.5
+        The operating threshold the audit scores at.
+    dpi : int, default 110
+        Resolution of the PNG.
+    """
+    fig = _new_figure(_PAGE_WIDTH, 3.2, dpi)
+    left, right = fig.subplots(1, 2)
+    handles: list[object] = []
+    labels: list[str] = []
+    for i, (name, rows) in enumerate(curves.items()):
+        rows = sorted(rows, key=lambda r: r["threshold"])
+        if not rows:
+            continue
+        t = np.array([r["threshold"] for r in rows])
+        dice = np.array([r["macro_dice"] for r in rows])
+        prec = np.array([r["micro_precision"] for r in rows])
+        rec = np.array([r["micro_recall"] for r in rows])
+        style = _LINESTYLES[i % len(_LINESTYLES)]
+        left.plot(t, dice, color=_colour(i), linestyle=style, linewidth=1.5)
+        right.plot(rec, prec, color=_colour(i), linestyle=style, linewidth=1.5)
+        at = int(np.argmin(np.abs(t - threshold)))
+        left.plot(t[at], dice[at], "o", color=_colour(i), markersize=5)
+        right.plot(rec[at], prec[at], "o", color=_colour(i), markersize=5)
+        best = int(np.argmax(dice))
+        handles.append(Line2D([], [], color=_colour(i), linewidth=1.5, linestyle=style))
+        labels.append(f"{name} (Dice {dice[at]:.3f} at {t[at]:g}; best {dice[best]:.3f} at {t[best]:g})")
+    if not handles:
+        _no_data(left)
+        _no_data(right)
+        return _save_png(fig, path, dpi)
+    for ax in (left, right):
+        _style_axis(ax)
+    left.axvline(threshold, color="0.15", linestyle=":", linewidth=1.0)
+    left.set_xlabel("threshold on the probability", fontsize=_SMALL)
+    left.set_ylabel("Dice (image mean)", fontsize=_SMALL)
+    left.set_xlim(0.0, 1.0)
+    right.set_xlabel("recall (pixels)", fontsize=_SMALL)
+    right.set_ylabel("precision (pixels)", fontsize=_SMALL)
+    _figure_legend(fig, handles, labels)
+    return _save_png(fig, path, dpi)

@@ -196,6 +196,9 @@ class EvalConfig:
     jaccard_threshold: float = 0.65  # ISIC: per-image Jaccard below this counts as 0
     # Test-time augmentation: average the probabilities over the four flips (4x the compute).
     tta: bool = False
+    # Operating-point curves: metrics at this many thresholds evenly spaced in [0.05, 0.95]
+    # (raw thresholding, before any clean-up).
+    curve_points: int = 19
     # Clean-up of each predicted mask at native resolution, in order: "largest_component",
     # "fill_holes". For one-object tasks (skin lesions); leave empty for vessels or defects.
     postprocess: list[str] = field(default_factory=list)
@@ -219,6 +222,10 @@ class ReportConfig:
     figure_dpi: int = 110
     figure_scale: float = 1.0
     max_listed_files: int = 200  # data files listed by name in the dossier (all are in the database)
+    # Failure gallery: every test image with Jaccard below evaluate.jaccard_threshold for any
+    # variant, as thumbnails with each variant's errors, worst first, up to this many images
+    # (the rest are listed by name; all are in the database).
+    max_gallery: int = 64
     # Acceptance criteria shown as pass/fail in the summary: "<metric> <op> <value>", where the
     # metric is a macro (image-mean) metric or thresholded_jaccard / lesion_detection_rate.
     acceptance: list[str] = field(default_factory=lambda: ["dice >= 0.85", "thresholded_jaccard >= 0.75"])
@@ -491,6 +498,8 @@ def validate(cfg: AuditConfig) -> None:
     _check(bool(e.auto_select) and all(a in ("mean", "worst", "best") for a in e.auto_select),
            "evaluate.auto_select", f"must list some of 'mean', 'worst', 'best', got {e.auto_select}")
     _check(all(b >= 0 for b in e.selected_batches), "evaluate.selected_batches", "must be batch indices >= 0")
+    _check(2 <= e.curve_points <= 99, "evaluate.curve_points", f"must be in 2..99, got {e.curve_points}")
+    _check(cfg.report.max_gallery >= 0, "report.max_gallery", "must be 0 (no gallery) or positive")
     _check(all(p in ("largest_component", "fill_holes") for p in e.postprocess), "evaluate.postprocess",
            f"must list some of 'largest_component', 'fill_holes', got {e.postprocess}")
 

@@ -12,7 +12,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -20,10 +20,12 @@ from tqdm import tqdm
 
 from .config import EvalConfig
 from .data import Dataset, iter_batches
-from .metrics import METRICS, aggregate, bootstrap_intervals, confusion_counts, metrics_from_counts
+from .metrics import (METRICS, aggregate, bootstrap_intervals, confusion_counts, metrics_from_counts,
+                      operating_points, threshold_counts)
 from .postprocess import postprocess
 
-__all__ = ["BatchView", "ModelEvaluation", "binarize", "evaluate_models", "predict_batches", "select_batches",
+__all__ = ["BatchView", "ModelEvaluation", "Thumbnail", "binarize", "evaluate_models", "iter_views",
+           "predict_batches", "predict_thumbnails", "select_batches",
            "predictor", "to_native"]
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class ModelEvaluation:
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     # 95% bootstrap intervals (per-image resampling) of the macro metrics and the ISIC score
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Operating-point curves: counts (N, K, 4) of the raw probability map at K thresholds
+    curve_thresholds: np.ndarray | None = None
+    curve_counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.summary = aggregate(self.counts, self.jaccard_threshold)
@@ -51,6 +56,12 @@ class ModelEvaluation:
     @property
     def per_image(self) -> dict[str, np.ndarray]:
         return metrics_from_counts(self.counts)
+
+    def operating_points(self) -> list[dict[str, float]]:
+        """Metrics at each curve threshold (empty when no curve was computed)."""
+        if self.curve_thresholds is None or self.curve_counts is None or not len(self.curve_counts):
+            return []
+        return operating_points(self.curve_thresholds, self.curve_counts, self.jaccard_threshold)
 
     def batches(self) -> list[dict[str, Any]]:
         """One row per batch: pooled counts, metrics from them (micro) and the mean Dice (macro)."""
@@ -105,6 +116,12 @@ def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def curve_thresholds(cfg: EvalConfig) -> np.ndarray:
+    """The thresholds of the operating-point curves, always including the operating one."""
+    grid = np.linspace(0.05, 0.95, cfg.curve_points)
+    return np.unique(np.round(np.append(grid, cfg.threshold), 4))
+
+
 def binarize(prob: np.ndarray, cfg: EvalConfig) -> np.ndarray:
     """The predicted mask scored and drawn: threshold, then the configured clean-up."""
     return postprocess(prob > cfg.threshold, cfg.postprocess)
@@ -120,6 +137,8 @@ def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
     batch_of: list[int] = []
     sizes: list[tuple[int, int]] = []
     counts = [[] for _ in models]
+    curves = [[] for _ in models]
+    thresholds = curve_thresholds(cfg)
     seconds = [0.0] * len(models)
     with tqdm(total=n, desc="evaluating", unit="img", disable=None, leave=False) as bar:
         for batch in iter_batches(ds, partition, input_size, cfg.batch_size):
@@ -130,15 +149,17 @@ def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
                 t0 = time.perf_counter()
                 probs = fn(batch.x).numpy()[..., 0]
                 for prob, mask in zip(probs, batch.masks):
-                    pred = binarize(to_native(prob, *mask.shape), cfg)
-                    counts[k].append(confusion_counts(mask, pred))
+                    native = to_native(prob, *mask.shape)
+                    counts[k].append(confusion_counts(mask, binarize(native, cfg)))
+                    curves[k].append(threshold_counts(native, mask, thresholds))
                 seconds[k] += time.perf_counter() - t0
             bar.update(len(batch.ids))
     results = []
     for k, m in enumerate(models):
         ev = ModelEvaluation(m.name, m.sha256, list(ids), np.array(batch_of), np.array(sizes).reshape(-1, 2),
                              np.array(counts[k]).reshape(-1, 4), cfg.threshold, cfg.jaccard_threshold,
-                             seconds[k])
+                             seconds[k], curve_thresholds=thresholds,
+                             curve_counts=np.array(curves[k]).reshape(-1, len(thresholds), 4))
         s = ev.summary
         log.info("evaluate %s on %d images: Dice micro %.4f macro %.4f, IoU macro %.4f, "
                  "thresholded Jaccard %.4f", m.name, len(ids), s["micro"]["dice"], s["macro"]["dice"],
@@ -197,18 +218,62 @@ class BatchView:
     preds: dict[str, list[np.ndarray]] | None = None  # the masks as scored (threshold + clean-up)
 
 
-def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
-                    indices: list[int], partition: str = "test") -> list[BatchView]:
-    """Re-run the selected batches only, keeping native images and probability maps."""
+def iter_views(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
+               indices: Iterable[int], partition: str = "test") -> Iterator[BatchView]:
+    """Re-run the given batches only, one at a time, keeping native images and probability maps."""
     models = list(models)
     fns = {m.name: predictor(m.model, cfg.tta) for m in models}
     wanted = set(indices)
-    views = []
     for batch in iter_batches(ds, partition, input_size, cfg.batch_size, keep_images=True, only=wanted):
         probs = {}
         for name, fn in fns.items():
             p = fn(batch.x).numpy()[..., 0]
             probs[name] = [to_native(pi, *mask.shape) for pi, mask in zip(p, batch.masks)]
         preds = {name: [binarize(p, cfg) for p in ps] for name, ps in probs.items()}
-        views.append(BatchView(batch.index, batch.ids, batch.images, batch.masks, probs, batch.x, preds))
-    return views
+        yield BatchView(batch.index, batch.ids, batch.images, batch.masks, probs, batch.x, preds)
+
+
+def predict_batches(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
+                    indices: list[int], partition: str = "test") -> list[BatchView]:
+    """Re-run the selected batches only, keeping native images and probability maps."""
+    return list(iter_views(models, ds, input_size, cfg, indices, partition))
+
+
+@dataclass
+class Thumbnail:
+    """One image of the failure gallery, shrunk for the page: image, truth, each model's mask."""
+
+    image_id: str
+    image: np.ndarray
+    mask: np.ndarray
+    preds: dict[str, np.ndarray]
+
+
+def predict_thumbnails(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig, ids: list[str],
+                       max_side: int = 320, partition: str = "test") -> list[Thumbnail]:
+    """The named images (e.g. every failure) with each model's scored mask, in ``ids`` order.
+
+    Only the batches holding them are read, one batch at a time, and each image is shrunk to
+    ``max_side`` at once, so memory stays bounded however many images fail.
+    """
+    order = {image_id: k for k, image_id in enumerate(ids)}
+    samples = ds.samples[partition]
+    batches = {i // cfg.batch_size for i, s in enumerate(samples) if s.id in order}
+    out: list[Thumbnail] = []
+    for view in iter_views(models, ds, input_size, cfg, batches, partition):
+        for j, image_id in enumerate(view.ids):
+            if image_id not in order:
+                continue
+            h, w = view.masks[j].shape
+            f = min(1.0, max_side / max(h, w))
+            size = (max(1, round(w * f)), max(1, round(h * f)))
+
+            def shrink(a: np.ndarray, nearest: bool = True) -> np.ndarray:
+                if f >= 1.0:
+                    return a
+                return cv2.resize(a, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+            out.append(Thumbnail(image_id, shrink(view.images[j], nearest=False),
+                                 shrink(view.masks[j].astype(np.uint8)).astype(bool),
+                                 {n: shrink(p[j].astype(np.uint8)).astype(bool) for n, p in view.preds.items()}))
+    return sorted(out, key=lambda t: order[t.image_id])

@@ -24,6 +24,8 @@ __all__ = [
     "METRICS",
     "aggregate",
     "bootstrap_intervals",
+    "operating_points",
+    "threshold_counts",
     "confusion_counts",
     "metrics_from_counts",
     "thresholded_jaccard",
@@ -124,3 +126,38 @@ def bootstrap_intervals(counts: np.ndarray, jaccard_threshold: float = 0.65, n_b
         low, high = np.percentile(values[idx].mean(axis=1), [tail, 100 - tail])
         out[name] = (float(low), float(high))
     return out
+
+
+def threshold_counts(prob: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Confusion counts ``(K, 4)`` of ``prob > t`` against ``truth`` for every threshold ``t``.
+
+    One sort per class instead of one comparison per threshold: ``searchsorted`` gives, for
+    all thresholds at once, how many foreground and background pixels lie at or below each.
+    """
+    p = np.asarray(prob, dtype=np.float32).ravel()
+    t = np.asarray(truth).ravel().astype(bool)
+    fg = np.sort(p[t])
+    bg = np.sort(p[~t])
+    thr = np.asarray(thresholds, dtype=np.float32)
+    tp = fg.size - np.searchsorted(fg, thr, side="right")
+    fp = bg.size - np.searchsorted(bg, thr, side="right")
+    return np.stack([tp, fp, fg.size - tp, bg.size - fp], axis=1).astype(np.int64)
+
+
+def operating_points(thresholds: np.ndarray, counts: np.ndarray, jaccard_threshold: float = 0.65
+                     ) -> list[dict[str, float]]:
+    """One row per threshold from per-image counts ``(N, K, 4)``: micro precision, recall,
+    Dice and IoU (pooled pixels), macro Dice and IoU (image means) and the ISIC score."""
+    counts = np.asarray(counts, dtype=np.int64)
+    rows = []
+    for k, thr in enumerate(np.asarray(thresholds, dtype=np.float64)):
+        per_image = metrics_from_counts(counts[:, k])
+        pooled = metrics_from_counts(counts[:, k].sum(axis=0))
+        rows.append({
+            "threshold": round(float(thr), 4),
+            "micro_precision": float(pooled["precision"]), "micro_recall": float(pooled["recall"]),
+            "micro_dice": float(pooled["dice"]), "micro_iou": float(pooled["iou"]),
+            "macro_dice": float(per_image["dice"].mean()), "macro_iou": float(per_image["iou"].mean()),
+            "thresholded_jaccard": thresholded_jaccard(per_image["iou"], jaccard_threshold),
+        })
+    return rows

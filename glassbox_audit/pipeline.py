@@ -21,7 +21,7 @@ from . import overlays
 from .compare import diff_databases
 from .config import AuditConfig, config_hash, config_to_dict
 from .data import load_dataset
-from .evaluate import evaluate_models, predict_batches, select_batches
+from .evaluate import evaluate_models, predict_batches, predict_thumbnails, select_batches
 from .models import obtain_models
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import RenderedFile, default_templates, render_dossier
@@ -75,6 +75,43 @@ def _explain(models, views, cfg: AuditConfig) -> dict:
     return out
 
 
+GALLERY_ROWS = 8  # thumbnails per gallery figure: one figure fits a page
+
+
+def failure_ids(evals, jaccard_threshold: float) -> list[str]:
+    """Images with Jaccard below the threshold for any variant, worst (lowest) first."""
+    import numpy as np
+
+    worst: dict[str, float] = {}
+    for ev in evals:
+        for image_id, iou in zip(ev.ids, ev.per_image["iou"]):
+            if iou < jaccard_threshold:
+                worst[image_id] = min(float(iou), worst.get(image_id, np.inf))
+    return sorted(worst, key=lambda i: (worst[i], i))
+
+
+def _gallery(thumbs, evals, cfg: AuditConfig, folder: Path) -> list[dict]:
+    """Draw the failure gallery (thumbnails with each variant's errors) into ``folder/figures``."""
+    n_failures = len(failure_ids(evals, cfg.evaluate.jaccard_threshold))
+    iou = {ev.name: dict(zip(ev.ids, ev.per_image["iou"])) for ev in evals}
+    artifacts = []
+    for k in range(0, len(thumbs), GALLERY_ROWS):
+        part = thumbs[k:k + GALLERY_ROWS]
+        path = folder / "figures" / f"failures_{k // GALLERY_ROWS + 1:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        overlays.save_batch_figure(
+            path, [t.image for t in part], [t.mask for t in part],
+            {ev.name: [t.preds[ev.name] for t in part] for ev in evals}, [t.image_id for t in part],
+            {ev.name: [float(iou[ev.name][t.image_id]) for t in part] for ev in evals},
+            scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi, score_label="Jaccard")
+        artifacts.append(RenderedFile(
+            path, "failure_gallery",
+            f"Failures {k + 1}-{k + len(part)} of {n_failures}: image, ground truth, and each variant's errors "
+            "(true positive, false positive, false negative), with its Jaccard").artifact(folder))
+    log.info("gallery: %d failure image(s) drawn in %d figure(s)", len(thumbs), len(artifacts))
+    return artifacts
+
+
 def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> AuditResult:
     """Run a complete audit and return where its new version is.
 
@@ -94,6 +131,8 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
     selected = select_batches(evals, cfg.evaluate)
     views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, [b for b, _ in selected])
     explanations = _explain(models, views, cfg) if cfg.xai.enabled else {}
+    thumbs = predict_thumbnails(models, ds, cfg.model.input_size, cfg.evaluate,
+                                failure_ids(evals, cfg.evaluate.jaccard_threshold)[:cfg.report.max_gallery])
 
     regressions: list = []
     with new_version(Path(cfg.audits_dir), cfg.name) as build:
@@ -140,6 +179,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
                     path.parent.mkdir(exist_ok=True)
                     draw(path, *args, scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi)
                     artifacts.append(RenderedFile(path, kind, desc).artifact(folder))
+            artifacts += _gallery(thumbs, evals, cfg, folder)
             if explanations:
                 from .xai import READING
 

@@ -113,6 +113,11 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
                             charts.plot_histogram, {n: [r["iou"] for r in image_rows[n]] for n in names},
                             "Jaccard (IoU)", threshold=jt, dpi=dpi),
     }
+    curves = {e["model_name"]: store.operating_points(e["id"]) for e in evals}
+    if any(curves.values()):
+        figures["operating_points"] = _figure(
+            written, folder, "operating_points.png", "Operating-point curves", charts.plot_operating_points,
+            curves, threshold=evals[0]["threshold"], dpi=dpi)
     histories = {}
     for e in evals:
         card = e["model"]["card"]
@@ -177,6 +182,15 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
     for n in names:
         rows = [r for r in image_rows[n] if r["iou"] < jt]
         failures.append({"name": n, "count": len(rows), "ids": [r["image_id"] for r in sorted(rows, key=lambda r: r["iou"])][:30]})
+    worst: dict[str, float] = {}
+    for n in names:
+        for r in image_rows[n]:
+            if r["iou"] < jt:
+                worst[r["image_id"]] = min(r["iou"], worst.get(r["image_id"], 1.0))
+    gallery = sorted((a for a in artifacts.values() if a["kind"] == "failure_gallery"), key=lambda a: a["path"])
+    shown = min(len(worst), run["config"]["report"].get("max_gallery", 0)) if gallery else 0
+    failure_union = sorted(worst, key=lambda i: (worst[i], i))
+    operating = {n: _operating_summary(curves[n], evals[0]["threshold"]) for n in names if curves[n]}
 
     acceptance = _acceptance(run["config"]["report"]["acceptance"], evals)
 
@@ -216,12 +230,23 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         "figures": figures,
         "batches": batches,
         "failures": failures,
+        "gallery": gallery,
+        "gallery_unshown": failure_union[shown:],
+        "n_failure_images": len(failure_union),
+        "operating": operating,
         "jaccard_threshold": jt,
         "threshold": evals[0]["threshold"],
         "run": run,
         "evaluations": evals,
     }
     return context, written
+
+
+def _operating_summary(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """The operating point against the best threshold on the test set (for reading, not for tuning)."""
+    at = min(rows, key=lambda r: abs(r["threshold"] - threshold))
+    best = max(rows, key=lambda r: r["macro_dice"])
+    return {"at": at, "best": best}
 
 
 _OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}

@@ -8,7 +8,7 @@ Tables (``schema_version`` in ``meta``):
 
 ``runs``, ``datasets``, ``data_files``, ``skipped_files``, ``models``, ``evaluations``, ``evaluation_metrics``
 (tall: one row per metric and averaging), ``metric_intervals`` (95% bootstrap), ``image_metrics``, ``batch_metrics``,
-``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
+``operating_points`` (metrics per threshold), ``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
 version), ``xai_checks`` (faithfulness and sanity checks of the explanations, tall),
 ``reviews`` and ``image_flags`` (human review), ``artifacts``.
 """
@@ -140,6 +140,11 @@ class AuditStore:
                 "evaluation_id": int, "batch_index": int, "n_images": int, **_COUNT_COLS,
                 **_METRIC_COLS, "mean_dice": float, "mean_iou": float,
             }, pk=("evaluation_id", "batch_index"), foreign_keys=[("evaluation_id", "evaluations", "id")])
+            db["operating_points"].create({
+                "evaluation_id": int, "threshold": float, "micro_precision": float, "micro_recall": float,
+                "micro_dice": float, "micro_iou": float, "macro_dice": float, "macro_iou": float,
+                "thresholded_jaccard": float,
+            }, pk=("evaluation_id", "threshold"), foreign_keys=[("evaluation_id", "evaluations", "id")])
             db["selected_batches"].create({"run_id": str, "batch_index": int, "reason": str},
                                           pk=("run_id", "batch_index"),
                                           foreign_keys=[("run_id", "runs", "id")])
@@ -231,6 +236,7 @@ class AuditStore:
                  "jaccard_thresholded": float(iou[i]) if iou[i] >= ev.jaccard_threshold else 0.0}
                 for i, image_id in enumerate(ev.ids)), batch_size=1000)
             self.db["batch_metrics"].insert_all({"evaluation_id": eid, **row} for row in ev.batches())
+            self.db["operating_points"].insert_all({"evaluation_id": eid, **row} for row in ev.operating_points())
         return int(eid)
 
     def record_selected(self, run_id: str, batches: list[tuple[int, str]]) -> None:
@@ -340,6 +346,13 @@ class AuditStore:
 
     def batch_metrics(self, evaluation_id: int) -> list[dict[str, Any]]:
         return self.rows("select * from batch_metrics where evaluation_id = ? order by batch_index",
+                         [evaluation_id])
+
+    def operating_points(self, evaluation_id: int) -> list[dict[str, Any]]:
+        """Metrics per threshold; empty for databases written before the table existed."""
+        if "operating_points" not in self.db.table_names():
+            return []
+        return self.rows("select * from operating_points where evaluation_id = ? order by threshold",
                          [evaluation_id])
 
     def selected_batches(self, run_id: str) -> list[dict[str, Any]]:

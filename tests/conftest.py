@@ -6,6 +6,8 @@ models of depth 2 with 4 base filters, trained for an epoch or two.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -33,6 +35,43 @@ def tiny_overrides(tmp: Path) -> list[str]:
         "xai.ig_steps=4", "xai.smoothgrad_samples=2", "xai.deletion_steps=4", "xai.randomisation_steps=1",
         "xai.slic_segments=20", 'xai.randomisation_methods=["saliency"]',
     ]
+
+
+HOSTILE = "<script>alert('x')</script>"
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory):
+    """The same tiny audit run twice, the second time with stored models."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    from glassbox_audit import load_config, run_audit
+
+    overrides = tiny_overrides(tmp) + ["name=tiny", f'variants.0.description="{HOSTILE}"']
+    cfg = load_config(overrides=overrides)
+    logger = logging.getLogger("glassbox_audit")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        first = run_audit(cfg)
+        first_hashes = tree_hashes(first.path)
+        first_log = list(records)
+        records.clear()
+        second = run_audit(cfg)
+        second_log = list(records)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return {"first": first, "second": second, "first_hashes": first_hashes, "first_log": first_log,
+            "second_log": second_log, "cfg": cfg, "tmp": tmp}
 
 
 @pytest.fixture

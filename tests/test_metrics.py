@@ -99,3 +99,33 @@ def test_bootstrap_interval_of_identical_images_is_a_point():
 
     ci = bootstrap_intervals(np.array([[6, 2, 4, 88]] * 10))
     assert ci["dice"][0] == pytest.approx(ci["dice"][1])
+
+
+def test_threshold_counts_match_a_plain_threshold_at_every_threshold():
+    from glassbox_audit.metrics import threshold_counts
+
+    rng = np.random.default_rng(3)
+    prob = rng.random((37, 41)).astype(np.float32)
+    truth = rng.random((37, 41)) > 0.6
+    thresholds = np.array([0.05, 0.3, 0.5, 0.77, 0.95])
+    got = threshold_counts(prob, truth, thresholds)
+    for k, t in enumerate(thresholds):
+        assert got[k].tolist() == list(confusion_counts(truth, prob > np.float32(t)))
+
+
+def test_operating_points_at_the_operating_threshold_equal_the_summary():
+    from glassbox_audit.metrics import operating_points, threshold_counts
+
+    rng = np.random.default_rng(4)
+    probs = [rng.random((20, 20)).astype(np.float32) for _ in range(5)]
+    truths = [rng.random((20, 20)) > 0.5 for _ in range(5)]
+    thresholds = np.array([0.25, 0.5, 0.75])
+    counts = np.stack([threshold_counts(p, t, thresholds) for p, t in zip(probs, truths)])
+    row = operating_points(thresholds, counts)[1]
+    plain = aggregate(np.stack([confusion_counts(t, p > 0.5) for p, t in zip(probs, truths)]))
+    assert row["macro_dice"] == pytest.approx(plain["macro"]["dice"])
+    assert row["micro_precision"] == pytest.approx(plain["micro"]["precision"])
+    assert row["thresholded_jaccard"] == pytest.approx(plain["dataset"]["thresholded_jaccard"])
+    # Recall can only fall as the threshold rises.
+    rows = operating_points(thresholds, counts)
+    assert rows[0]["micro_recall"] >= rows[1]["micro_recall"] >= rows[2]["micro_recall"]

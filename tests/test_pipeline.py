@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import logging
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -10,46 +9,10 @@ import pypdf
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_overrides
-from glassbox_audit import load_config, run_audit
+from conftest import tiny_overrides, tree_hashes
 from glassbox_audit.cli import cli
 from glassbox_audit.report import DISCLAIMER
 from glassbox_audit.store import AuditStore
-
-HOSTILE = "<script>alert('x')</script>"
-
-
-def tree_hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """The same tiny audit run twice, the second time with stored models."""
-    tmp = tmp_path_factory.mktemp("pipeline")
-    overrides = tiny_overrides(tmp) + ["name=tiny", f'variants.0.description="{HOSTILE}"']
-    cfg = load_config(overrides=overrides)
-    logger = logging.getLogger("glassbox_audit")
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda r: records.append(r.getMessage())
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        first = run_audit(cfg)
-        first_hashes = tree_hashes(first.path)
-        first_log = list(records)
-        records.clear()
-        second = run_audit(cfg)
-        second_log = list(records)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return {"first": first, "second": second, "first_hashes": first_hashes, "first_log": first_log,
-            "second_log": second_log, "cfg": cfg, "tmp": tmp}
-
 
 def test_first_run_trains_and_writes_a_complete_version(two_runs):
     r = two_runs["first"]
@@ -257,3 +220,32 @@ def test_review_refuses_an_unknown_image(two_runs):
     args = ["review", "tiny", "v001", "--audits-dir", str(tmp / "audits"), "--reviewer", "R", "--decision", "approve"]
     bad = CliRunner().invoke(cli, args + ["--flag", "NO_SUCH_IMAGE=x"], obj={})
     assert bad.exit_code == 2 and "NO_SUCH_IMAGE" in bad.stderr
+
+
+def test_failure_gallery_draws_every_failing_image_worst_first(two_runs):
+    r = two_runs["first"]
+    with AuditStore(r.database, readonly=True) as store:
+        failing = store.rows(
+            "select image_id, min(iou) as worst from image_metrics m join evaluations e on e.id = m.evaluation_id "
+            "where m.iou < e.jaccard_threshold group by image_id order by worst, image_id")
+        gallery = store.rows("select path, description from artifacts where kind = 'failure_gallery' order by path")
+    html = r.html.read_text(encoding="utf-8")
+    if not failing:
+        assert gallery == [] and "Failure gallery" not in html
+        return
+    assert len(gallery) == -(-len(failing) // 8)
+    assert gallery[0]["description"].startswith(f"Failures 1-{min(8, len(failing))} of {len(failing)}")
+    for g in gallery:
+        assert (r.path / g["path"]).is_file() and g["path"] in html
+
+
+def test_operating_points_are_stored_per_threshold_and_match_the_summary_at_0_5(two_runs):
+    r = two_runs["first"]
+    with AuditStore(r.database, readonly=True) as store:
+        for e in store.evaluations(r.run_id):
+            rows = store.operating_points(e["id"])
+            assert len(rows) >= 19
+            at = next(row for row in rows if row["threshold"] == 0.5)
+            assert at["macro_dice"] == pytest.approx(e["metrics"]["macro"]["dice"])
+            assert at["micro_recall"] == pytest.approx(e["metrics"]["micro"]["recall"])
+    assert "operating_points.png" in r.html.read_text(encoding="utf-8")

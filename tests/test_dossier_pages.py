@@ -1,0 +1,132 @@
+"""The dossier as a reader gets it: opened in a real headless browser, and the PDF rendered
+page by page to pictures.
+
+Chromium (Debian ``chromium`` + ``chromium-driver``) and ``pdftoppm`` (``poppler-utils``) are
+installed by ``tools/system-deps.sh``, which ``.ci/run`` and ``make test`` call. Where they are
+missing these tests skip with the reason, unless ``GLASSBOX_REQUIRE_BROWSER=1`` (set by CI)
+makes a missing tool a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pypdf
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+PDFTOPPM = shutil.which("pdftoppm")
+ARTIFACTS = Path(os.environ.get("GLASSBOX_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "build" / "test-artifacts"))
+
+
+def _need(tool: str | None, what: str) -> None:
+    if tool:
+        return
+    if os.environ.get("GLASSBOX_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{what} is required here (GLASSBOX_REQUIRE_BROWSER=1) but not installed; run tools/system-deps.sh")
+    pytest.skip(f"{what} not installed (tools/system-deps.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need(CHROMIUM, "chromium")
+    _need(CHROMEDRIVER, "chromedriver")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
+                 "--window-size=1280,1600"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+BROKEN_IMAGES_JS = """
+return Array.from(document.images)
+  .filter(img => !img.complete || img.naturalWidth === 0)
+  .map(img => img.getAttribute('src'));
+"""
+
+
+def _open(driver, page: Path) -> tuple[list[str], list[dict]]:
+    driver.get(page.resolve().as_uri())
+    driver.execute_script("return document.readyState")
+    broken = driver.execute_script(BROKEN_IMAGES_JS)
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    return broken, errors
+
+
+def test_browser_check_detects_a_broken_image_and_a_script_error(browser, tmp_path):
+    """The check below would catch what it claims to: a page with one missing image and one
+    script error is reported as such."""
+    page = tmp_path / "bad.html"
+    page.write_text('<html><body><img src="missing.png"><script>undefinedFunction()</script></body></html>')
+    broken, errors = _open(browser, page)
+    assert broken == ["missing.png"]
+    assert any("undefinedFunction" in e["message"] for e in errors)
+
+
+def test_dossier_opens_in_chromium_without_console_errors_or_broken_images(browser, two_runs):
+    html = two_runs["first"].html
+    broken, errors = _open(browser, html)
+    assert broken == []
+    assert errors == []
+    n_images = browser.execute_script("return document.images.length")
+    assert n_images >= 5  # charts and batch figures are really there, not just no errors
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1280, min(int(height), 16000))
+    assert browser.save_screenshot(str(ARTIFACTS / "dossier-chromium.png"))
+
+
+def _pages(pdf: Path, out: Path) -> list[np.ndarray]:
+    """Each PDF page as a grey image (pdftoppm at 30 dpi is plenty to see layout)."""
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([PDFTOPPM, "-r", "30", "-gray", "-png", str(pdf), str(out / "page")], check=True)
+    import cv2
+
+    return [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(out.glob("page-*.png"))]
+
+
+def test_pdf_pages_render_none_blank_and_nothing_runs_off_the_page(two_runs, tmp_path):
+    _need(PDFTOPPM, "pdftoppm (poppler-utils)")
+    pdf = two_runs["first"].pdf
+    reader = pypdf.PdfReader(pdf)
+    pages = _pages(pdf, tmp_path / "pages")
+    assert len(pages) == len(reader.pages) > 5
+    for number, (page, meta) in enumerate(zip(pages, reader.pages), start=1):
+        width_mm = float(meta.mediabox.width) / 72 * 25.4
+        height_mm = float(meta.mediabox.height) / 72 * 25.4
+        assert (round(width_mm), round(height_mm)) == (210, 297), f"page {number} is not A4"
+        ink = page < 200
+        assert ink.mean() > 0.002, f"page {number} is blank"
+        # The page margins stay empty: content pushed off the page would be clipped at the edge.
+        h, w = page.shape
+        edge_h, edge_w = max(2, h // 40), max(2, w // 40)
+        for name, strip in (("top", ink[:edge_h]), ("bottom", ink[-edge_h:]),
+                            ("left", ink[:, :edge_w]), ("right", ink[:, -edge_w:])):
+            assert not strip.any(), f"page {number}: content reaches the {name} edge"
+
+
+def test_page_check_detects_content_off_the_page(tmp_path):
+    """The margin check is not vacuous: a PDF whose picture runs past the right edge fails it."""
+    _need(PDFTOPPM, "pdftoppm (poppler-utils)")
+    from weasyprint import HTML
+
+    pdf = tmp_path / "wide.pdf"
+    HTML(string='<style>@page{size:A4;margin:15mm}</style><div style="width:400mm;height:40mm;background:#000"></div>'
+         ).write_pdf(pdf)
+    page = _pages(pdf, tmp_path / "wide")[0]
+    ink = page < 200
+    assert ink[:, -max(2, page.shape[1] // 40):].any()
