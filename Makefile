@@ -18,8 +18,9 @@ install: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/glassbox-audit run $(ARGS)
 
-## Run the test suite.
+## Run the test suite (installs the system packages the dossier tests use, when it can).
 test: $(STAMP)
+	tools/system-deps.sh
 	$(BIN)/python -m pytest -q $(ARGS)
 
 ## Benchmarks (long; not part of the tests).
