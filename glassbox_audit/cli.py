@@ -195,8 +195,11 @@ def evaluate(output, per_image, **opts):
                  "intervals_95": ev.intervals, "seconds": round(ev.seconds, 2)}
         if per_image:
             pi = ev.per_image
-            entry["per_image"] = [{"image_id": i, **{k: float(v[j]) for k, v in pi.items()}}
-                                  for j, i in enumerate(ev.ids)]
+            entry["per_image"] = [
+                {"image_id": i, "height": int(ev.sizes[j, 0]), "width": int(ev.sizes[j, 1]),
+                 **dict(zip(("tp", "fp", "fn", "tn"), map(int, ev.counts[j]))),
+                 **{k: float(v[j]) for k, v in pi.items()}}
+                for j, i in enumerate(ev.ids)]
         doc["models"][m.name] = entry
     text = json.dumps(doc, indent=2)
     if output:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -249,3 +250,21 @@ def test_operating_points_are_stored_per_threshold_and_match_the_summary_at_0_5(
             assert at["macro_dice"] == pytest.approx(e["metrics"]["macro"]["dice"])
             assert at["micro_recall"] == pytest.approx(e["metrics"]["micro"]["recall"])
     assert "operating_points.png" in r.html.read_text(encoding="utf-8")
+
+
+def test_train_never_uses_stored_models_of_other_settings_by_name_and_says_so(two_runs, caplog):
+    from glassbox_audit.data import load_dataset
+    from glassbox_audit.errors import ModelError
+    from glassbox_audit.models import obtain_models
+
+    tmp = two_runs["tmp"]
+    cfg = load_config(overrides=tiny_overrides(tmp) + ["train.epochs=3"], train__mode="never")
+    ds = load_dataset(cfg.data)
+    with caplog.at_level(logging.WARNING, logger="glassbox_audit"):
+        models = obtain_models(cfg, ds)
+    assert [m.name for m in models] == [v.name for v in cfg.variants]
+    assert any("using the stored" in r.getMessage() for r in caplog.records)
+    # A stored model of another input size is never substituted.
+    other = load_config(overrides=tiny_overrides(tmp) + ["model.input_size=48"], train__mode="never")
+    with pytest.raises(ModelError, match="no stored model"):
+        obtain_models(other, load_dataset(other.data))

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import AuditConfig, LossConfig
 from ..data import Dataset, load_arrays
 from ..errors import ModelError
-from .registry import StoredModel, find_model, load_model, model_key, save_model
+from .registry import StoredModel, find_model, latest_by_name, load_model, model_key, save_model
 
 __all__ = ["obtain_models", "fit"]
 
@@ -158,6 +158,19 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
     found = {name: (find_model(models_dir, name, key) if mode != "always" else None)
              for name, key in keys.items()}
     missing = [name for name, m in found.items() if m is None]
+    if missing and mode == "never":
+        # Never training means "use what is stored": models trained on other data (another
+        # copy or resolution of the same collection, a shipped model) are used by name, said
+        # loudly, and their cards, with the data fingerprint that trained them, go into the
+        # dossier like any other.
+        for name in missing:
+            other = latest_by_name(models_dir, name)
+            if other is not None and other.card.get("architecture", {}).get("input_size") == cfg.model.input_size:
+                log.warning("models: no stored %s matches this configuration and training data (key %s); "
+                            "using the stored %s trained on data %s (--train never)", name, keys[name][:12],
+                            other.path.parent.name, str(other.card.get("data", {}).get("train_fingerprint"))[:16])
+                found[name] = other
+        missing = [name for name, m in found.items() if m is None]
     if missing and mode == "never":
         raise ModelError(
             f"{models_dir}: no stored model for variant(s) {', '.join(missing)} matching this "
