@@ -69,7 +69,7 @@ def _explain(models, views, cfg: AuditConfig) -> dict:
         masks = np.stack([cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
                           for m in view.masks]).astype(bool)
         out[view.index] = explain_batch({m.name: m.model for m in models}, view.x, masks, cfg.xai,
-                                        image_ids=view.ids,
+                                        image_ids=view.ids, cache_dir=cfg.xai.cache_dir or None,
                                         progress=lambda msg, b=view.index: log.info("xai batch %d: %s", b, msg))
         log.info("xai: batch %d explained in %.1f s", view.index, time.perf_counter() - t0)
     return out
@@ -198,6 +198,11 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
                     artifacts.append(RenderedFile(path, kind, f"Batch {view.index}: {desc}").artifact(folder))
             store.record_artifacts(run_id, artifacts)
             store.finish_run(run_id, "complete", _now())
+
+        if cfg.llm.enabled and cfg.llm.standard_questions:
+            from .llm import answer_standard_questions
+
+            answer_standard_questions(db_path, cfg)
 
         rendered = render_dossier(db_path, folder, templates, cfg.report.pdf, cfg.report.figure_dpi,
                                   cfg.report.max_listed_files)

@@ -333,11 +333,20 @@ def write_pdf(html_path: Path, pdf_path: Path) -> dict[str, float]:
 
 
 def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, pdf: bool = True,
-                   dpi: int = 110, max_listed_files: int = 200) -> list[RenderedFile]:
-    """Render ``dossier.html`` (and ``dossier.pdf``) into ``folder`` from ``db_path``."""
+                   dpi: int = 110, max_listed_files: int = 200, questions_path: Path | None = None
+                   ) -> list[RenderedFile]:
+    """Render ``dossier.html`` (and ``dossier.pdf``) into ``folder`` from ``db_path``.
+
+    ``questions_path``: the audit's log of questions asked after sealing (``ask``), shown in
+    the LLM appendix beside the questions the run answered itself.
+    """
+    from .llm import appendix_context
+
     templates = Path(templates) if templates else default_templates()
     with AuditStore(db_path, readonly=True) as store:
         context, written = build_context(store, folder, dpi, max_listed_files)
+    context.update(appendix_context(db_path, questions_path if questions_path and Path(questions_path).is_file()
+                                    else None))
     env = _environment(templates)
     html = env.get_template("dossier.html.j2").render(**context)
     html_path = folder / "dossier.html"
@@ -370,5 +379,7 @@ def rerender(version: Path, output: Path, templates: Path | None = None, pdf: bo
             if a["kind"] not in REPORT_KINDS:  # drawn from pixels by the run, not from the database
                 (output / a["path"]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(version / a["path"], output / a["path"])
+    from .llm import QUESTIONS_DB
+
     return render_dossier(db_path, output, templates, pdf, report_cfg["figure_dpi"],
-                          report_cfg["max_listed_files"])
+                          report_cfg["max_listed_files"], questions_path=version.parent / QUESTIONS_DB)
