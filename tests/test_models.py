@@ -152,3 +152,34 @@ def test_augmentation_moves_image_and_mask_together():
         assert iou > 0.9  # the mask still covers exactly the bright shape of the image
         changed += not np.array_equal(from_mask, mask)
     assert changed >= 10  # and the transforms did move things
+
+
+def test_interrupted_training_resumes_from_the_last_finished_epoch(tmp_path):
+    import csv
+
+    from glassbox_audit.models.train import fit
+
+    class Crash(RuntimeError):
+        pass
+
+    class CrashAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Crash("power cut")
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
+    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    kw = dict(epochs=4, lr=1e-3, batch_size=4, patience=10, augment=None, seed=0,
+              backup_dir=tmp_path / "backup", label="t", schedule="cosine", epoch_log=tmp_path / "epochs.csv")
+    with pytest.raises(Crash):
+        fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data,
+            extra_callbacks=[CrashAfterSecondEpoch()], **kw)
+    assert (tmp_path / "backup").exists()  # the finished epochs were kept
+
+    history = fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data, **kw)
+    assert len(history["loss"]) == 2  # epochs 3 and 4 only
+    with open(tmp_path / "epochs.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    assert not (tmp_path / "backup").exists()  # removed once training completed

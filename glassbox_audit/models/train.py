@@ -72,8 +72,10 @@ class _LogEpochs:
 
 def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,
         batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str,
-        schedule: str = "plateau", epoch_log: Path | None = None) -> dict[str, list[float]]:
-    """Train ``model`` in place with early stopping on validation Dice; return the history.
+        schedule: str = "plateau", epoch_log: Path | None = None,
+        extra_callbacks: list | None = None) -> dict[str, list[float]]:
+    """Train ``model`` in place with early stopping on validation Dice; return the history
+    of the epochs this call ran (after a resume, the remaining ones).
 
     ``epoch_log``: a CSV file that gets one row per finished epoch (appended on resume).
     """
@@ -102,6 +104,7 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
     if epoch_log is not None:
         epoch_log.parent.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(epoch_log), append=True))
+    callbacks += list(extra_callbacks or [])
     with warnings.catch_warnings():
         # Keras warns that shuffle is ignored for a tf.data input; the dataset shuffles itself.
         warnings.filterwarnings("ignore", message=".*shuffle.*")
