@@ -6,6 +6,7 @@ into one line on stderr and a non-zero exit (a traceback only with ``--debug``).
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -78,8 +79,18 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted: no audit version was written", err=True)
             ctx.exit(130)
+        except OSError as exc:
+            # The machine, not the input: a full disk or quota, a read-only or failing drive,
+            # missing permissions. One line naming the file; other OSErrors are bugs to show.
+            if ctx.obj.get("debug") or exc.errno not in _MACHINE_ERRNOS:
+                raise
+            click.echo(f"error: {exc.filename or 'writing'}: {exc.strerror}", err=True)
+            ctx.exit(2)
 
     return wrapper
+
+
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,10 +118,10 @@ def run(no_pdf, fail_on_regression, **opts):
 
     Prints the path of the new version folder.
     """
+    extra = {"report__pdf": False} if no_pdf else {}
+    cfg = _config(**opts, **extra)  # before the TensorFlow import: a bad key fails in a second
     from .pipeline import run_audit
 
-    extra = {"report__pdf": False} if no_pdf else {}
-    cfg = _config(**opts, **extra)
     result = run_audit(cfg, command=shlex.join(["glassbox-audit", *sys.argv[1:]]))
     for name, m in result.summary.items():
         click.echo(f"{name}: Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  precision {m['precision']:.4f}  "
@@ -228,10 +239,17 @@ def list_(audits_dir):
 
 
 def _version_folder(audits_dir: str, audit: str, version: str) -> Path:
-    from .errors import StoreError
+    from .config import SAFE_NAME
+    from .errors import ConfigError, StoreError
     from .versions import version_name
 
+    # Names that could leave the audits folder ("../../x", "v001/../../y") never reach a path.
+    if not SAFE_NAME.match(audit):
+        raise ConfigError(f"audit name {audit!r} must be letters, digits, '.', '_' or '-' "
+                          "starting with a letter or digit")
     number = version.lstrip("v")
+    if not number.isdigit():
+        raise ConfigError(f"version {version!r} must look like v001 or 1")
     folder = Path(audits_dir) / audit / (version_name(int(number)) if number.isdigit() else version)
     if not (folder / "audit.sqlite").is_file():
         raise StoreError(f"{folder}: no such audit version (expected {folder / 'audit.sqlite'})")

@@ -27,6 +27,8 @@ from .errors import StoreError
 __all__ = ["SCHEMA_VERSION", "AuditStore"]
 
 SCHEMA_VERSION = 1
+# Seconds a connection waits for another process's lock before giving up with an error.
+BUSY_TIMEOUT = 30.0
 
 _METRIC_COLS = {"dice": float, "iou": float, "precision": float, "recall": float, "f1": float,
                 "pixel_accuracy": float, "specificity": float}
@@ -56,17 +58,23 @@ class AuditStore:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"{self.path}: database not found")
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                # as_uri() percent-encodes spaces, '?' and '#' in the path, which a raw
+                # "file:" URI would misread as its query or fragment.
+                conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
             else:
-                conn = sqlite3.connect(self.path, timeout=30)
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open database ({exc})") from None
-        if not readonly:
-            self._create_schema()
-        else:
-            self._check_version()
+        try:
+            if not readonly:
+                self._create_schema()
+            else:
+                self._check_version()
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise StoreError(f"{self.path}: {exc}") from None
 
     def close(self) -> None:
         self.db.close()
@@ -74,8 +82,12 @@ class AuditStore:
     def __enter__(self) -> "AuditStore":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close()
+        # "database is locked" (another process held it longer than BUSY_TIMEOUT), "database
+        # or disk is full", "disk I/O error": one line naming the database, not a traceback.
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{self.path}: {exc}") from None
 
     # --- schema --------------------------------------------------------------------------
 
