@@ -37,6 +37,7 @@ MANIFEST = "manifest.json"
 _VERSION = re.compile(r"^v(\d{3,})$")
 _RESERVED = re.compile(r"^\.reserved-v(\d{3,})$")
 _BUILDING = re.compile(r"^\.building-v(\d{3,})-(\d+)$")
+_STAGING = re.compile(r"^\.staging-(\d+)-\d+$")
 # How long a build waits for lower-numbered builds to seal before chaining past them.
 SEAL_WAIT_SECONDS = 900.0
 # Write failures of the machine rather than of the program: reported as one line.
@@ -127,11 +128,15 @@ def _clear_stale(audit_dir: Path, max_age: float = 3600.0) -> None:
             shutil.rmtree(res, ignore_errors=True)
             log.info("audit: removed the leftovers of an interrupted run (%s)", res.name)
     # A build folder whose reservation is gone and whose owner died (a killed run's child
-    # process can still write into it after the reservation was cleared).
-    for building in audit_dir.iterdir():
-        m = _BUILDING.match(building.name)
+    # process can still write into it after the reservation was cleared), and a reservation
+    # still being made when its owner died.
+    for leftover in audit_dir.iterdir():
+        m = _BUILDING.match(leftover.name)
         if m and not (audit_dir / f".reserved-v{m.group(1)}").exists() and not _alive(int(m.group(2))):
-            shutil.rmtree(building, ignore_errors=True)
+            shutil.rmtree(leftover, ignore_errors=True)
+        m = _STAGING.match(leftover.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _reserve(audit_dir: Path) -> int:
@@ -139,20 +144,35 @@ def _reserve(audit_dir: Path) -> int:
     taken = [n for n, _ in list_versions(audit_dir)]
     taken += [int(m.group(1)) for p in audit_dir.iterdir() if (m := _RESERVED.match(p.name))]
     number = max(taken, default=0) + 1
+    # The reservation is made whole (owner written) under a private name and renamed into
+    # place, so a run killed at any instant never leaves a reservation without its owner.
+    staging = audit_dir / f".staging-{os.getpid()}-{threading.get_ident()}"
+    try:
+        staging.mkdir(exist_ok=True)
+        (staging / "pid").write_text(str(os.getpid()))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     while True:
         reservation = audit_dir / f".reserved-{version_name(number)}"
-        try:
-            os.mkdir(reservation)
-        except FileExistsError:
-            number += 1
-            continue
-        if (audit_dir / version_name(number)).exists():  # finished between our listing and mkdir
-            shutil.rmtree(reservation, ignore_errors=True)
-            number += 1
-            continue
         with _ACTIVE_LOCK:
             _ACTIVE.add(str(reservation))
-        (reservation / "pid").write_text(str(os.getpid()))
+        try:
+            os.rename(staging, reservation)  # fails when the number is taken (a non-empty folder)
+        except OSError as exc:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(str(reservation))
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            number += 1
+            continue
+        if (audit_dir / version_name(number)).exists():  # finished between our listing and the rename
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(str(reservation))
+            os.rename(reservation, staging)
+            number += 1
+            continue
         return number
 
 
