@@ -1,0 +1,1 @@
+"""The fault battery (a package, so its conftest does not shadow tests/conftest.py)."""
