@@ -12,6 +12,7 @@ hash differs from its card, the weights hold NaN or the input size differs from 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -97,6 +98,8 @@ def load_model(stored: StoredModel, input_size: int | None = None) -> StoredMode
         raise ModelError(f"{path}: model file missing (its card is in {path.parent})")
     actual = sha256_file(path)
     if actual != stored.card.get("sha256"):
+        stored = _replaced_whole(stored, actual)
+    if actual != stored.card.get("sha256"):
         raise ModelError(f"{path}: sha256 {actual[:12]} does not match its card ({str(stored.card.get('sha256'))[:12]}); the file was changed or corrupted")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -108,6 +111,20 @@ def load_model(stored: StoredModel, input_size: int | None = None) -> StoredMode
         if not np.all(np.isfinite(np.asarray(w))):
             raise ModelError(f"{path}: weight {w.path} contains NaN or infinite values")
     stored.model = model
+    return stored
+
+
+def _replaced_whole(stored: StoredModel, actual: str) -> StoredModel:
+    """The model on disk when another run saved the same key after ``stored`` was read
+    (two runs training at once): its own card, on disk beside it, vouches for the file.
+    Otherwise ``stored`` unchanged, and the hash check refuses the file."""
+    try:
+        card = json.loads((stored.path.parent / "card.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return stored
+    if card.get("key") == stored.key and card.get("sha256") == actual and card != stored.card:
+        log.info("models: %s was stored again by another run; using that copy", stored.path.parent.name)
+        return StoredModel(stored.name, stored.key, stored.path, card)
     return stored
 
 
@@ -126,9 +143,26 @@ def save_model(models_dir: Path, name: str, key: str, model: Any, card: dict[str
             shutil.copyfile(epoch_log, tmp / "training_log.csv")
         card = dict(card, name=name, key=key, sha256=sha256_file(tmp / "model.keras"))
         (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)  # a card without a matching key: stale, replaced whole
-        os.rename(tmp, final)
+        # An existing folder (a stale card, a retrain, or another run that trained the same
+        # key at the same time) is moved aside and replaced in two renames, so a reader never
+        # finds a half-deleted folder.
+        for _ in range(5):
+            old = None
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=models_dir))
+                os.rename(final, old / "model")
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:  # another run renamed its copy in between: try again
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                continue
+            finally:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            break
+        else:
+            raise ModelError(f"{final}: could not be replaced (other runs keep storing it)")
         if epoch_log is not None:
             epoch_log.unlink(missing_ok=True)
     except BaseException:

@@ -36,3 +36,16 @@ def test_skip_evaluates_odd_but_valid_images_and_lists_each_bad_file_with_its_re
 def test_bad_configuration_names_the_key_and_changes_nothing(sandbox, case):
     o = bad_config(sandbox, case)
     assert o.held, o.problems
+
+
+def test_debug_shows_the_traceback_the_plain_run_hides(sandbox):
+    from glassbox_audit.errors import DataError
+
+    folder = sandbox.folder("debug")
+    (folder / "images" / "BAD_0001.png").write_bytes(b"")
+    (folder / "masks" / "BAD_0001.png").write_bytes(b"")
+    (folder / "splits" / "test.txt").write_text((folder / "splits" / "test.txt").read_text() + "BAD_0001\n")
+    plain = sandbox.invoke(sandbox.folder_args(folder))
+    debug = sandbox.invoke(["--debug"] + sandbox.folder_args(folder))
+    assert plain.exit_code == 2 and plain.exception is None
+    assert isinstance(debug.exception, DataError) and "BAD_0001.png" in str(debug.exception)
