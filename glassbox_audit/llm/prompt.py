@@ -32,20 +32,21 @@ def _examples(c: Catalog) -> list[tuple[str, str]]:
     b2 = c.batches[-1] if c.batches else None
     img = c.images[len(c.images) // 3] if c.images else None
     n_last = len(names)
+    second = names[1] if len(names) > 1 else first
+    # Each model appears as often as the others, so none becomes the model's default guess.
     ex: list[tuple[str, str]] = [
-        (f"What is the Dice of {middle}?", intent_json(["dice"], "macro", [middle], "dataset")),
+        (f"What is the Dice of the {middle} model?", intent_json(["dice"], "macro", [middle], "dataset")),
         ("Which model has the highest sensitivity?", intent_json(["recall"], "max", ["all"], "dataset")),
         (f"DSC of model {n_last} on batch {b1}", intent_json(["dice"], "macro", [last], "batch", b1)),
         (f"Pixel-pooled precision and recall of the {first} one",
          intent_json(["precision", "recall"], "micro", [first], "dataset")),
         ("Jaccard of all models", intent_json(["iou"], "macro", ["all"], "dataset")),
-        ("Which batch has the lowest F1 for model 1?", intent_json(["dice"], "min", [first], "batch")),
+        ("Which batch has the lowest F1 for model 2?", intent_json(["dice"], "min", [second], "batch")),
         (f"IoU of {last} for image {img}", intent_json(["iou"], "macro", [last], "image", None, img)),
-        (f"Specificity (TNR) of {first} and {last} in batch {b2}",
-         intent_json(["specificity"], "macro", [first, last], "batch", b2)),
-        ("Which image has the worst Dice for the second model?",
-         intent_json(["dice"], "min", [names[1] if len(names) > 1 else first], "image")),
-        ("PPV and accuracy for every model", intent_json(["precision", "pixel_accuracy"], "macro", ["all"], "dataset")),
+        (f"TNR of model 1 in batch {b2}", intent_json(["specificity"], "macro", [first], "batch", b2)),
+        ("Which image has the worst Dice for the last model?", intent_json(["dice"], "min", [last], "image")),
+        (f"PPV and accuracy of the {middle} variant",
+         intent_json(["precision", "pixel_accuracy"], "macro", [middle], "dataset")),
     ]
     if "thresholded_jaccard" in c.metrics:
         ex.append(("ISIC thresholded Jaccard of each variant",
