@@ -36,9 +36,10 @@ def _cell(text: object, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_row(o: b.Outcome) -> None:
+def print_row(o: b.Outcome, root: Path) -> None:
     r = o.row()
-    print(f"| {_cell(r['case'], 34)} | {_cell(r['what was done'], 80)} | {r['exit']} | {_cell(r['message'], 110)} "
+    message = str(r["message"]).replace(f"{root}/", "")  # paths relative to the work folder
+    print(f"| {_cell(r['case'], 34)} | {_cell(r['what was done'], 80)} | {r['exit']} | {_cell(message, 130)} "
           f"| {r['earlier versions verify']} | {_cell(r['integrity'], 30)} | {_cell(r['held'], 120)} |", flush=True)
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     sb = b.Sandbox(root, llm=args.llm)
-    print(f"work folder: {sb.root}", flush=True)
+    print(f"work folder: {sb.root} (paths below are relative to it)", flush=True)
     sb.prepare()
     print(f"set-up (train the tiny model, write v001 and v002): {time.perf_counter() - wall0:.0f} s", flush=True)
 
@@ -66,7 +67,7 @@ def main() -> int:
     def record(rows: list[b.Outcome]) -> None:
         for o in rows:
             outcomes.append(o)
-            print_row(o)
+            print_row(o, sb.root)
 
     for _, fn in b.CASES:
         record(b.run_case(fn, sb))
