@@ -183,3 +183,28 @@ def test_interrupted_training_resumes_from_the_last_finished_epoch(tmp_path):
     with open(tmp_path / "epochs.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()  # removed once training completed
+
+
+def _weight_groups(path):
+    """Top-level groups of the weights file inside a ``.keras`` archive."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
+        return set(h5.keys())
+
+
+def test_stored_models_leave_the_optimizer_state_out_and_predict_the_same(tmp_path):
+    model = tiny_unet()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_loss(LossConfig()))
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
+    model.fit(x, (x[..., :1] > 0.5).astype("float32"), epochs=1, verbose=0)
+    model.save(tmp_path / "with_optimizer.keras")
+    saved = save_model(tmp_path / "store", "balanced", "k" * 64, model, {})
+    assert "optimizer" in _weight_groups(tmp_path / "with_optimizer.keras")
+    assert "optimizer" not in _weight_groups(saved.path)
+    assert saved.path.stat().st_size < (tmp_path / "with_optimizer.keras").stat().st_size
+    loaded = load_model(find_model(tmp_path / "store", "balanced", "k" * 64), input_size=32)
+    np.testing.assert_allclose(loaded.model(x, training=False), model(x, training=False), atol=1e-5)

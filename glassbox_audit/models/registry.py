@@ -136,6 +136,16 @@ def save_model(models_dir: Path, name: str, key: str, model: Any, card: dict[str
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     final = _folder(models_dir, name, key)
+    if getattr(model, "optimizer", None) is not None:
+        # The stored file is for inference and audits: the optimizer's state (Adam's two
+        # moments, twice the size of the weights) would triple it and serve no one.
+        import keras
+
+        # From the architecture alone: clone_model would also rebuild the compile config,
+        # whose loss is a plain function Keras cannot look up by name.
+        bare = keras.Model.from_config(model.get_config())
+        bare.set_weights(model.get_weights())
+        model = bare
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=models_dir))
     try:
         model.save(tmp / "model.keras")
