@@ -236,8 +236,10 @@ def bench(db: Path, keys: list[str], threads: int, n_ctx: int, verbose: bool,
             verified_wrong += ans.status == "verified" and not good
             llm_s.append(ans.llm_seconds)
             total_s.append(ans.seconds)
-            if verbose and not good:
-                print(f"  MISS {key}: {q!r} -> {ans.raw_output} [{ans.status}] {ans.sentence[:160]}", file=sys.stderr)
+            if verbose:
+                mark = "ok  " if good else "MISS"
+                print(f"  {mark} {len(llm_s)}/{len(qs)} {key} {ans.llm_seconds:.2f}s: {q!r} -> {ans.raw_output} "
+                      f"[{ans.status}]", file=sys.stderr, flush=True)
         n = len(qs)
         results.append({"model": key, "label": llm.spec.label, "sha256": llm.sha256, "questions": n,
                         "exact": ok / n, "parser_exact": ok_parser / n, "verified": verified / n,
