@@ -11,12 +11,20 @@ One batch of 8 images at 128 px, one ``build_attention_unet(128, depth=4, base_f
   interpolation, no bookkeeping. One call for all 400 rows of integrated gradients would
   need about 20 GB, so the floor uses the same chunk size as ours.
 
-All three are warmed up first (tracing is not timed). The naive path of integrated
+All three are warmed up first (tracing is not timed; the first call of ours is printed as
+"1st s", which includes tracing and, with XLA, compiling). The naive path of integrated
 gradients and SmoothGrad is timed on ``--naive-images`` images and extrapolated linearly
 to the batch; the table says so. Targets: integrated gradients (50 steps) and SmoothGrad
 (50 samples) at least 10x faster than naive and within 1.5x of the floor.
 
+``--variants`` also times the gradient methods with engine options
+(:class:`glassbox_audit.xai.EngineOptions`): ``fold`` (batch normalisation folded into the
+convolutions), ``xla`` (XLA-compiled passes), ``fold+xla``. Each variant's floor uses the
+same option, so "/ floor" compares like with like; "plain floor" is the floor without it,
+and the naive reference is always the plain eager loop.
+
     python benchmarks/xai_bench.py
+    python benchmarks/xai_bench.py --only integrated_gradients,smoothgrad --variants plain,fold,xla
     python benchmarks/xai_bench.py --naive-images 8      # no extrapolation (slow)
 """
 
@@ -36,10 +44,14 @@ from skimage.segmentation import slic  # noqa: E402
 from glassbox_audit.models.unet import build_attention_unet  # noqa: E402
 from glassbox_audit.xai import (AttentionMaps, GradCAM, GuidedBackprop, IntegratedGradients,  # noqa: E402
                                 LayerGradCAM, Saliency, SmoothGrad, SuperpixelConfidence, attention_layers,
-                                default_cam_layer, group_layers, guided_view, target_region)
+                                default_cam_layer, engine_options, folded_view, group_layers, guided_view,
+                                target_region)
 from glassbox_audit.xai.maths import integration_nodes  # noqa: E402
 
 SIZE, N = 128, 8
+VARIANTS = {"plain": {}, "fold": {"fold_batchnorm": True}, "xla": {"jit_compile": True},
+            "fold+xla": {"fold_batchnorm": True, "jit_compile": True}}
+GRADIENT_METHODS = ("saliency", "guided_backprop", "integrated_gradients", "smoothgrad")
 
 
 def _images(n: int, size: int) -> np.ndarray:
@@ -144,10 +156,10 @@ def naive_superpixel(model, x, n_segments):
 # --------------------------------------------------------------------------- floor
 
 
-def floor_gradient(model, rows: np.ndarray, batch_size: int) -> float:
+def floor_gradient(model, rows: np.ndarray, batch_size: int, jit_compile: bool = False) -> float:
     """Seconds for bare compiled batched forward+backward passes over ``rows`` inputs."""
 
-    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)], jit_compile=jit_compile)
     def grad(xb):
         with tf.GradientTape() as tape:
             tape.watch(xb)
@@ -190,6 +202,14 @@ def floor_layer_gradient(model, x: np.ndarray, layers: list[str], batch_size: in
 # --------------------------------------------------------------------------- main
 
 
+def _gradient_view(model, guided: bool, options: dict):
+    """The model the floor runs a variant on: the same view ours uses under those options."""
+    fold = options.get("fold_batchnorm", False)
+    if guided:
+        return guided_view(model, fold_batchnorm=fold)
+    return folded_view(model) if fold else model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=50, help="integrated-gradients steps")
@@ -198,7 +218,13 @@ def main() -> None:
     ap.add_argument("--naive-images", type=int, default=2,
                     help="images the naive IG / SmoothGrad loops run on (then extrapolated to 8)")
     ap.add_argument("--only", default="", help="comma-separated methods to run (default: all)")
+    ap.add_argument("--variants", default="plain",
+                    help=f"comma-separated engine options for the gradient methods: {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
 
     keras.utils.set_random_seed(0)
     model = build_attention_unet(SIZE, depth=4, base_filters=16)
@@ -214,66 +240,79 @@ def main() -> None:
     rows_sg = np.repeat(x, args.samples, axis=0)
     guided = guided_view(model)
 
-    # name -> (naive thunk, images the naive thunk covers, ours thunk, floor thunk, passes)
+    # name -> (naive thunk, images the naive thunk covers, ours thunk, floor(options) thunk, passes)
     cases = {
         "saliency": (lambda: naive_saliency(model, x, w), N,
                      lambda: Saliency(model).explain(x, region, batch_size=bs),
-                     lambda: floor_gradient(model, x, bs), f"{N} fwd+bwd"),
+                     lambda o: floor_gradient(_gradient_view(model, False, o), x, bs, **_jit(o)), f"{N} fwd+bwd"),
         "guided_backprop": (lambda: naive_saliency(guided, x, w), N,
                             lambda: GuidedBackprop(model).explain(x, region, batch_size=bs),
-                            lambda: floor_gradient(guided, x, bs), f"{N} fwd+bwd"),
+                            lambda o: floor_gradient(_gradient_view(model, True, o), x, bs, **_jit(o)),
+                            f"{N} fwd+bwd"),
         "integrated_gradients": (lambda: naive_ig(model, x[:k], w[:k], args.steps), k,
                                  lambda: IntegratedGradients(model).explain(x, region, steps=args.steps,
                                                                             batch_size=bs),
-                                 lambda: floor_gradient(model, rows_ig, bs), f"{N * args.steps} fwd+bwd"),
+                                 lambda o: floor_gradient(_gradient_view(model, False, o), rows_ig, bs, **_jit(o)),
+                                 f"{N * args.steps} fwd+bwd"),
         "smoothgrad": (lambda: naive_smoothgrad(model, x[:k], w[:k], args.samples, 0.15), k,
                        lambda: SmoothGrad(Saliency(model)).explain(x, region, samples=args.samples, noise=0.15,
                                                                    batch_size=bs),
-                       lambda: floor_gradient(model, rows_sg, bs), f"{N * args.samples} fwd+bwd"),
+                       lambda o: floor_gradient(_gradient_view(model, False, o), rows_sg, bs, **_jit(o)),
+                       f"{N * args.samples} fwd+bwd"),
         "gradcam": (lambda: naive_gradcam(model, x, w, [cam_layer]), N,
                     lambda: GradCAM(model).explain(x, region, layer=cam_layer, batch_size=bs),
-                    lambda: floor_layer_gradient(model, x, [cam_layer], bs), f"{N} fwd+bwd"),
+                    lambda o: floor_layer_gradient(model, x, [cam_layer], bs), f"{N} fwd+bwd"),
         "layer_gradcam (5 groups)": (lambda: naive_gradcam(model, x, w, group_members), N,
                                      lambda: LayerGradCAM(model).explain(x, region, groups=groups, batch_size=bs),
-                                     lambda: floor_layer_gradient(model, x, group_members, bs),
+                                     lambda o: floor_layer_gradient(model, x, group_members, bs),
                                      f"{N} fwd+bwd ({len(group_members)} layers)"),
         "attention": (lambda: naive_attention(model, x), N,
                       lambda: AttentionMaps(model).explain(x, batch_size=bs),
-                      lambda: floor_forward(model, x, bs, [model.get_layer(n).output for n in attention_layers(model)]),
+                      lambda o: floor_forward(model, x, bs,
+                                              [model.get_layer(n).output for n in attention_layers(model)]),
                       f"{N} fwd"),
         "superpixel (200)": (lambda: naive_superpixel(model, x, 200), N,
                              lambda: SuperpixelConfidence(model).explain(x, n_segments=200, batch_size=bs),
-                             lambda: floor_forward(model, x, bs), f"{N} fwd (+ SLIC)"),
+                             lambda o: floor_forward(model, x, bs), f"{N} fwd (+ SLIC)"),
     }
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     print(f"xai benchmark: {N} images at {SIZE} px, attention U-Net depth 4 / 16 filters "
           f"({model.count_params():,} parameters), batch_size {bs}, {os.cpu_count()} CPUs, "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
-    header = f"{'method':<26} {'passes':<22} {'naive s':>9} {'ours s':>8} {'floor s':>8} {'vs naive':>9} {'/ floor':>8}"
+    header = (f"{'method':<26} {'variant':<9} {'passes':<22} {'naive s':>9} {'1st s':>7} {'ours s':>8} "
+              f"{'floor s':>8} {'plain floor s':>13} {'vs naive':>9} {'/ floor':>8}")
     print(header)
     print("-" * len(header))
     results = {}
     for name, (naive, covered, ours, floor, passes) in cases.items():
         if only and not any(name.startswith(o) for o in only):
             continue
-        ours()  # warm-up: traces the compiled functions
-        t_ours = _timed(ours)
-        t_floor = floor()
         naive()  # warm-up: eager kernels and the sub-models' first calls
         t_naive = _timed(naive) * N / covered
         mark = "*" if covered < N else " "
-        results[name] = (t_naive, t_ours, t_floor)
-        print(f"{name:<26} {passes:<22} {t_naive:8.2f}{mark} {t_ours:8.2f} {t_floor:8.2f} "
-              f"{t_naive / t_ours:8.1f}x {t_ours / t_floor:7.2f}x", flush=True)
+        t_plain_floor = floor({})
+        for variant in (variants if name in GRADIENT_METHODS else ["plain"]):
+            options = VARIANTS[variant]
+            with engine_options(**options):
+                t_first = _timed(ours)  # traces (and with XLA compiles) the functions
+                t_ours = _timed(ours)
+            t_floor = floor(options) if options else t_plain_floor
+            results[(name, variant)] = (t_naive, t_ours, t_floor)
+            print(f"{name:<26} {variant:<9} {passes:<22} {t_naive:8.2f}{mark} {t_first:7.2f} {t_ours:8.2f} "
+                  f"{t_floor:8.2f} {t_plain_floor:13.2f} {t_naive / t_ours:8.1f}x {t_ours / t_floor:7.2f}x",
+                  flush=True)
     if any(c < N for _, c, *_ in cases.values()):
         print(f"* naive timed on {k} of {N} images and extrapolated linearly (x{N / k:g}): one tape per image "
               f"per step costs the same for every image")
-    for name in ("integrated_gradients", "smoothgrad"):
-        if name in results:
-            t_naive, t_ours, t_floor = results[name]
+    for (name, variant), (t_naive, t_ours, t_floor) in results.items():
+        if name in ("integrated_gradients", "smoothgrad"):
             ok = t_naive / t_ours >= 10 and t_ours / t_floor <= 1.5
-            print(f"target {name}: >= 10x vs naive ({t_naive / t_ours:.1f}x) and <= 1.5x floor "
+            print(f"target {name} [{variant}]: >= 10x vs naive ({t_naive / t_ours:.1f}x) and <= 1.5x floor "
                   f"({t_ours / t_floor:.2f}x): {'met' if ok else 'NOT met'}")
+
+
+def _jit(options: dict) -> dict:
+    return {"jit_compile": options.get("jit_compile", False)}
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from scipy.special import expit
 
 from glassbox_audit.models.unet import build_attention_unet
 from glassbox_audit.xai import (AttentionMaps, GradCAM, GuidedBackprop, IntegratedGradients, LayerGradCAM, Saliency,
-                                SuperpixelConfidence, attention_layers, group_layers, guided_view, logits_view,
-                                spatial_layers, target_region)
+                                SmoothGrad, SuperpixelConfidence, attention_layers, engine_options, folded_view,
+                                group_layers, guided_view, logits_view, spatial_layers, target_region)
+from glassbox_audit.xai._engine import _COMPILED
 from glassbox_audit.xai.maths import superpixel_statistics
 
 from conftest import disc_pair
@@ -153,6 +154,70 @@ def test_guided_view_computes_the_same_outputs_and_follows_weight_changes(model,
     probe.get_layer("logits").set_weights([np.array([2.0, -1.0], np.float32).reshape(1, 1, 2, 1)])
     after = GuidedBackprop(probe).explain(x, target=np.ones((4, 4), bool), reduce="sum")
     np.testing.assert_allclose(after, 2 * before, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- engine options
+
+
+@pytest.fixture(scope="module")
+def normalised(model):
+    """The model with batch-norm statistics far from the identity, as after training."""
+    net = keras.models.clone_model(model)
+    net.set_weights(model.get_weights())
+    rng = np.random.default_rng(7)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.3, c), rng.normal(0, 0.3, c),
+                               rng.uniform(0.2, 3, c)])
+    return net
+
+
+def test_folded_view_has_no_batch_norm_and_computes_the_same_function(normalised, images):
+    view = folded_view(normalised)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in normalised.layers)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in view.layers)
+    assert view.count_params() < normalised.count_params()
+    # Layer names survive, so Grad-CAM layers and groups still resolve on the view.
+    assert {layer.name for layer in view.layers} == {layer.name for layer in normalised.layers}
+    np.testing.assert_allclose(view(images).numpy(), normalised(images).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_folded_view_follows_weight_changes_of_the_model(normalised, images):
+    before = folded_view(normalised)(images).numpy()
+    bn = normalised.get_layer("enc1_norm1")
+    saved = bn.get_weights()
+    try:
+        bn.set_weights([saved[0] * 3, *saved[1:]])
+        changed = normalised(images).numpy()
+        assert np.abs(changed - before).max() > 1e-3
+        np.testing.assert_allclose(folded_view(normalised)(images).numpy(), changed, rtol=1e-5, atol=1e-5)
+    finally:
+        bn.set_weights(saved)
+
+
+@pytest.mark.parametrize("options", [{"fold_batchnorm": True}, {"jit_compile": True},
+                                     {"fold_batchnorm": True, "jit_compile": True}], ids=["fold", "xla", "fold+xla"])
+def test_engine_options_leave_every_gradient_map_unchanged(options, normalised, images):
+    region = target_region(normalised, images)
+    methods = {
+        "saliency": lambda: Saliency(normalised).explain(images, region, abs=False, reduce="sum"),
+        "guided_backprop": lambda: GuidedBackprop(normalised).explain(images, region, reduce="sum"),
+        "integrated_gradients": lambda: IntegratedGradients(normalised).explain(images, region, steps=4),
+        "smoothgrad": lambda: SmoothGrad(Saliency(normalised)).explain(images, region, samples=2),
+    }
+    for name, explain in methods.items():
+        plain = explain()
+        with engine_options(**options) as used:
+            assert all(getattr(used, k) == v for k, v in options.items())
+            fast = explain()
+        # Equal to float32 rounding: a tolerance well below any visible difference.
+        np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max(), err_msg=name)
+    # ... and the options were in force: the passes ran on the view and compiler they name.
+    jit = options.get("jit_compile", False)
+    for view in (folded_view(normalised), guided_view(normalised, fold_batchnorm=True)) if options.get(
+            "fold_batchnorm") else (normalised, guided_view(normalised)):
+        assert ("gradient", jit) in _COMPILED.get(view, {})
 
 
 # --------------------------------------------------------------------------- logits view

@@ -42,6 +42,7 @@ import importlib
 from .settings import METHODS, XaiSettings
 
 _LAZY = {
+    "_engine": ("EngineOptions", "engine_options"),
     "attention": ("AttentionMaps", "attention_layers"),
     "batch": ("XaiResult", "explain_batch", "method_maps"),
     "cache": ("ModelExplanations", "XaiCache", "model_sha256"),
@@ -52,7 +53,7 @@ _LAZY = {
     "gradients": ("Completeness", "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad"),
     "superpixel": ("SuperpixelConfidence", "SuperpixelMaps"),
     "target": ("TargetRegion", "target_region"),
-    "views": ("guided_relu", "guided_view", "logits_view"),
+    "views": ("folded_view", "guided_relu", "guided_view", "logits_view"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -75,6 +76,7 @@ __all__ = [
     "READING",
     "AttentionMaps",
     "Completeness",
+    "EngineOptions",
     "GradCAM",
     "GuidedBackprop",
     "IntegratedGradients",
@@ -93,7 +95,9 @@ __all__ = [
     "attention_layers",
     "cascade_blocks",
     "default_cam_layer",
+    "engine_options",
     "explain_batch",
+    "folded_view",
     "group_layers",
     "guided_relu",
     "guided_view",

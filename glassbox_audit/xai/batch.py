@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from ._engine import engine_options
 from .attention import AttentionMaps, attention_layers
 from .cache import ModelExplanations, XaiCache
 from .cam import GradCAM, LayerGradCAM, default_cam_layer
@@ -212,34 +213,45 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
     result = XaiResult(list(models), ids, dataclasses.replace(s))
     say = progress or (lambda _msg: None)
     cache = XaiCache(cache_dir) if cache_dir else None
-
-    for name, model in models.items():
-        part, key = None, None
-        if cache is not None:
-            key = cache.key(model, name, images, masks, s)
-            part = cache.load(key)
-            if part is not None:
-                say(f"xai for {name} read from the cache ({key.digest[:12]})")
-                result.cached.append(name)
-        if part is None:
-            part = _explain_model(name, model, images, masks, s, say)
-            if cache is not None and key is not None:
-                try:
-                    cache.save(key, part)
-                except OSError as exc:  # a full or read-only disk costs the next run time, not this one
-                    log.warning("xai cache: could not write %s: %s", cache.path(key), exc)
-        result.targets[name] = part.region
-        for k, m in part.maps.items():
-            result.maps.setdefault(k, {})[name] = m
-            result.params.setdefault(k, part.params[k])
-        if part.completeness is not None:
-            result.completeness[name] = part.completeness
-        result.curves += part.curves
-        result.randomisation += part.randomisation
-        for k, seconds in part.timings.items():
-            result.timings.setdefault(k, {})[name] = seconds
-        result.notes += part.notes
+    with engine_options(jit_compile=s.jit_compile, fold_batchnorm=s.fold_batchnorm):
+        for name, model in models.items():
+            _add(result, name, *_model_explanations(name, model, images, masks, s, cache, say))
     return result
+
+
+def _model_explanations(name: str, model: keras.Model, images: np.ndarray, masks: np.ndarray | None,
+                        s: XaiSettings, cache: XaiCache | None,
+                        say: Callable[[str], None]) -> tuple[ModelExplanations, bool]:
+    """One model's results, from the cache when it has them (then True), else computed (and cached)."""
+    if cache is None:
+        return _explain_model(name, model, images, masks, s, say), False
+    key = cache.key(model, name, images, masks, s)
+    part = cache.load(key)
+    if part is not None:
+        say(f"xai for {name} read from the cache ({key.digest[:12]})")
+        return part, True
+    part = _explain_model(name, model, images, masks, s, say)
+    try:
+        cache.save(key, part)
+    except OSError as exc:  # a full or read-only disk costs the next run time, not this one
+        log.warning("xai cache: could not write %s: %s", cache.path(key), exc)
+    return part, False
+
+
+def _add(result: XaiResult, name: str, part: ModelExplanations, cached: bool) -> None:
+    if cached:
+        result.cached.append(name)
+    result.targets[name] = part.region
+    for k, m in part.maps.items():
+        result.maps.setdefault(k, {})[name] = m
+        result.params.setdefault(k, part.params[k])
+    if part.completeness is not None:
+        result.completeness[name] = part.completeness
+    result.curves += part.curves
+    result.randomisation += part.randomisation
+    for k, seconds in part.timings.items():
+        result.timings.setdefault(k, {})[name] = seconds
+    result.notes += part.notes
 
 
 def _explain_model(name: str, model: keras.Model, images: np.ndarray, masks: np.ndarray | None,

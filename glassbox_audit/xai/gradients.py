@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._engine import _POST, chunked, gradient_function, predict_logits
+from ._engine import _POST, chunked, current_options, gradient_function, predict_logits
 from .maths import baseline_images, channel_reduce, integration_nodes
 from .target import TargetRegion, target_region
-from .views import guided_view, logits_view
+from .views import folded_view, guided_view, logits_view
 
 __all__ = ["Completeness", "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad"]
 
@@ -122,7 +122,10 @@ class _GradientMethod:
         self.model = model
 
     def _view(self, guided: bool) -> keras.Model:
-        return guided_view(self.model) if guided else logits_view(self.model)
+        fold = current_options().fold_batchnorm
+        if guided:
+            return guided_view(self.model, fold_batchnorm=fold)
+        return folded_view(self.model) if fold else logits_view(self.model)
 
     def _plan(self, images: np.ndarray, **options) -> _Plan:  # pragma: no cover - abstract
         raise NotImplementedError

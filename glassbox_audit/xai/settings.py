@@ -98,6 +98,15 @@ class XaiSettings:
     randomisation_methods : list of str
         Methods re-run on the randomised models; empty: every method computed, except the
         model's own attention maps and superpixels, which are not explanations of a target.
+    jit_compile : bool
+        Compile the model passes with XLA (:class:`~glassbox_audit.xai._engine.EngineOptions`):
+        faster per pass on the CPU, but each distinct chunk shape of each model view is
+        compiled first (tens of seconds to minutes on 2 cores), so it pays off only for long
+        runs; off by default.
+    fold_batchnorm : bool
+        Run the gradient methods on a copy of each model with its batch normalisations folded
+        into the convolutions before them (:func:`~glassbox_audit.xai.views.folded_view`): the
+        same function at inference, one layer and its gradient less per block.
     cache_dir : str
         Folder of the explanation cache (:mod:`glassbox_audit.xai.cache`): a model's results
         on a batch are reused when its weights, the images, these settings and the XAI code
@@ -132,6 +141,8 @@ class XaiSettings:
     randomisation_steps: int = 2
     randomisation_methods: list[str] = field(
         default_factory=lambda: ["saliency", "gradcam"])
+    jit_compile: bool = False
+    fold_batchnorm: bool = False
     cache_dir: str = ".cache/glassbox-audit/xai"
 
     def validate(self, prefix: str = "xai") -> None:

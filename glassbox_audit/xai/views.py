@@ -14,6 +14,13 @@ only where an explanation needs it:
   inputs (Springenberg et al., 2015). Keras 3 has no gradient-override registry, so the rule
   lives in a ``tf.custom_gradient`` activation instead.
 
+* With ``fold_batchnorm=True`` both views are made from a clone in which every
+  ``BatchNormalization`` that directly follows a linear ``Conv2D`` (its only consumer) is
+  folded into that convolution's kernel and bias: at inference, batch normalisation is a
+  fixed per-channel affine map, so the function is the same (to float32 rounding) and its
+  gradients too, with one layer (and its gradient) less per block. The folded layer stays in
+  the graph as a pass-through under its own name, so layer names (Grad-CAM) still resolve.
+
 Clones are made once per model and hold a copy of its weights, refreshed from the model on
 every call of :func:`logits_view` / :func:`guided_view`, so a model trained further or
 re-randomised after a first explanation is explained with its current weights.
@@ -29,13 +36,16 @@ from __future__ import annotations
 import weakref
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["guided_relu", "guided_view", "layer_view", "logits_view"]
+__all__ = ["folded_view", "guided_relu", "guided_view", "layer_view", "logits_view"]
 
 _LOGITS: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
 _GUIDED: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
 _LAYERS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_FOLDED: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
+_GUIDED_FOLDED: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
 
 
 @tf.custom_gradient
@@ -107,10 +117,81 @@ def logits_view(model: keras.Model) -> keras.Model:
     return view if isinstance(last, keras.layers.Activation) else _sync(view, model)
 
 
-def guided_view(model: keras.Model) -> keras.Model:
-    """A clone of :func:`logits_view` with :func:`guided_relu` in place of every ReLU."""
+class FoldedNormalization(keras.layers.Layer):
+    """Where a batch normalisation folded into the convolution before it stood: passes its input on."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+def _folds(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
+    """Convolution name -> the batch normalisation that can be folded into it."""
+    out = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, 3):
+            continue
+        history = getattr(layer.input, "_keras_history", None)
+        conv = history.operation if history is not None else None
+        # Only when the convolution's raw output feeds nothing else, and nothing sits between.
+        if (isinstance(conv, keras.layers.Conv2D) and conv.data_format == "channels_last"
+                and _activation_name(conv) == "linear" and len(conv._outbound_nodes) == 1):
+            out[conv.name] = layer
+    return out
+
+
+def _fold_weights(source: keras.Model, view: keras.Model, folds: dict) -> keras.Model:
+    folded_norms = {bn.name for bn in folds.values()}
+    for layer in source.layers:
+        if layer.name in folded_norms or not layer.weights:
+            continue
+        target = view.get_layer(layer.name)
+        if layer.name not in folds:
+            target.set_weights(layer.get_weights())
+            continue
+        bn = folds[layer.name]
+        c = int(layer.filters)
+        gamma = np.asarray(bn.gamma.numpy(), np.float64) if bn.scale else np.ones(c)
+        beta = np.asarray(bn.beta.numpy(), np.float64) if bn.center else np.zeros(c)
+        mean = np.asarray(bn.moving_mean.numpy(), np.float64)
+        scale = gamma / np.sqrt(np.asarray(bn.moving_variance.numpy(), np.float64) + bn.epsilon)
+        bias = np.asarray(layer.bias.numpy(), np.float64) if layer.use_bias else 0.0
+        dtype = layer.kernel.dtype
+        target.set_weights([(np.asarray(layer.kernel.numpy(), np.float64) * scale).astype(dtype),
+                            ((bias - mean) * scale + beta).astype(dtype)])
+    return view
+
+
+def folded_view(model: keras.Model) -> keras.Model:
+    """:func:`logits_view` with batch normalisations folded into their convolutions (inference only).
+
+    Returns the logits view itself when there is nothing to fold.
+    """
     base = logits_view(model)
-    view = _GUIDED.get(model)
+    folds = _folds(base)
+    if not folds:
+        return base
+    view = _FOLDED.get(model)
+    if view is None:
+        folded_norms = {bn.name for bn in folds.values()}
+
+        def clone_layer(layer):
+            if layer.name in folded_norms:
+                return FoldedNormalization(name=layer.name, dtype=layer.dtype_policy.name)
+            config = layer.get_config()
+            if layer.name in folds:
+                config["use_bias"] = True
+            return layer.__class__.from_config(config)
+
+        view = keras.models.clone_model(base, clone_function=clone_layer)
+        _FOLDED[model] = view
+    return _fold_weights(base, view, folds)
+
+
+def guided_view(model: keras.Model, fold_batchnorm: bool = False) -> keras.Model:
+    """A clone of :func:`logits_view` (or :func:`folded_view`) with :func:`guided_relu` in place of every ReLU."""
+    base = folded_view(model) if fold_batchnorm else logits_view(model)
+    cache = _GUIDED_FOLDED if fold_batchnorm else _GUIDED
+    view = cache.get(model)
     if view is not None:
         return _sync(view, base)
 
@@ -124,7 +205,7 @@ def guided_view(model: keras.Model) -> keras.Model:
         return new
 
     view = _clone(base, guide)
-    _GUIDED[model] = view
+    cache[model] = view
     return view
 
 
