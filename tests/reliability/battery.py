@@ -253,7 +253,9 @@ class Outcome:
 
     def row(self) -> dict:
         return {"case": self.case, "what was done": self.did, "exit": self.exit_code, "message": self.message,
-                "earlier versions verify": "yes" if self.earlier_verify else "NO", "integrity": self.integrity,
+                "earlier versions verify": ("yes" if self.earlier_verify else
+                                            "NO (edited on purpose)" if self.extra.get("edited") else "NO"),
+                "integrity": self.integrity,
                 "held": "yes" if self.held else "NO: " + "; ".join(self.problems)}
 
 
@@ -739,8 +741,24 @@ def case_lock_timeout_child(sb: Sandbox) -> Outcome:
     return settle(o, sb.audits, before)
 
 
+_TMPFS: list[bool] = []
+
+
 def tmpfs_available() -> bool:
-    return os.geteuid() == 0 and shutil.which("mount") is not None
+    """Can this process mount a tmpfs (root with the capability, e.g. not in every container)?"""
+    if not _TMPFS:
+        ok = False
+        if os.geteuid() == 0 and shutil.which("mount"):
+            import tempfile
+
+            probe = Path(tempfile.mkdtemp(prefix="tmpfs-probe-"))
+            ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)],
+                                capture_output=True).returncode == 0
+            if ok:
+                subprocess.run(["umount", str(probe)], capture_output=True)
+            probe.rmdir()
+        _TMPFS.append(ok)
+    return _TMPFS[0]
 
 
 class Tmpfs:
@@ -970,6 +988,7 @@ def edited_by_hand(sb: Sandbox, case: str) -> Outcome:
     if not failed:
         o.problems.append("verify reports no FAILED version")
     o.earlier_verify = False  # broken on purpose: verify must say so
+    o.extra["edited"] = True
     o.integrity = integrity(audits)
     if o.integrity != "ok" and case != "edited database":
         o.problems.append(f"integrity: {o.integrity}")
