@@ -34,6 +34,9 @@ def tiny_overrides(tmp: Path) -> list[str]:
         # Explanations with every method and check on, at the smallest sizes that still exercise them.
         "xai.ig_steps=4", "xai.smoothgrad_samples=2", "xai.deletion_steps=4", "xai.randomisation_steps=1",
         "xai.slic_segments=20", 'xai.randomisation_methods=["saliency"]',
+        # The LLM appendix has its own tests with the real model (test_llm_model.py); here it
+        # would only add its load and six answers to every tiny audit.
+        "llm.enabled=false",
     ]
 
 
