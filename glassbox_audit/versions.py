@@ -29,7 +29,7 @@ from .data.imageio import sha256_file
 from .errors import StoreError
 
 __all__ = ["MANIFEST", "VerifyReport", "VersionBuild", "list_versions", "new_version", "verify_path",
-           "verify_version", "version_name", "write_manifest"]
+           "verify_version", "version_name", "wait_for_earlier_versions", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,13 @@ def _wait_for_lower(audit_dir: Path, number: int, limit: float) -> None:
                         ", ".join(pending), limit, version_name(number))
             return
         time.sleep(0.1)
+
+
+def wait_for_earlier_versions(build: VersionBuild, limit: float = SEAL_WAIT_SECONDS) -> None:
+    """Wait until every lower-numbered build of the audit has been sealed or abandoned, so
+    the newest finished version below ``build`` is the one its manifest will chain to (a
+    run comparing itself with its predecessor calls this first)."""
+    _wait_for_lower(build.final.parent, build.number, limit)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -51,3 +51,34 @@ def test_verify_reports_a_version_edited_by_hand(sandbox, case):
     o = edited_by_hand(sandbox, case)
     assert o.held, o.problems
     assert o.exit_code == 1
+
+
+def test_a_build_waits_for_a_lower_numbered_build_before_sealing(tmp_path):
+    # The second build finishes its work first, but seals only after the first one, so its
+    # manifest chains to it and the chain has no gap.
+    import threading
+
+    from glassbox_audit.versions import new_version, wait_for_earlier_versions
+
+    first_inside, second_sealed = threading.Event(), threading.Event()
+    order = []
+
+    def first():
+        with new_version(tmp_path, "a") as b:
+            first_inside.set()
+            second_sealed.wait(timeout=1.0)  # the second cannot seal while we are open
+            (b.path / "f").write_text("1")
+        order.append(b.name)
+
+    t = threading.Thread(target=first)
+    t.start()
+    first_inside.wait()
+    with new_version(tmp_path, "a") as second:
+        wait_for_earlier_versions(second)
+        (second.path / "f").write_text("2")
+    second_sealed.set()
+    order.append(second.name)
+    t.join()
+    assert order == ["v001", "v002"]
+    manifest = json.loads((tmp_path / "a" / "v002" / MANIFEST).read_text())
+    assert manifest["previous_version"] == "v001"
