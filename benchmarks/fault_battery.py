@@ -45,7 +45,7 @@ def print_row(o: b.Outcome, root: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kills", type=int, default=20, help="kill -9 repetitions (default 20)")
+    ap.add_argument("--kills", type=int, default=20, help="runs killed by kill -9 (default 20)")
     ap.add_argument("--root", help="work folder (default: a new temporary folder)")
     ap.add_argument("--llm", action="store_true", help="answer the LLM appendix's standard questions in every run")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -85,16 +85,20 @@ def main() -> int:
     record([base["outcome"]])
     print(f"\nbaseline child run: {base['seconds']:.1f} s, version reserved at {base['reserved_at'] or 0:.1f} s, "
           f"build {base['build_seconds']:.1f} s", flush=True)
+    # Repeat until the signal has landed ``--kills`` times (a run can finish first).
     stages: Counter = Counter()
-    for i in range(args.kills):
+    i = landed = 0
+    while landed < args.kills and i < 3 * args.kills:
         after_reserve = i % 2 == 1
-        at = rng.uniform(0, base["build_seconds"] if after_reserve else base["seconds"])
+        at = rng.uniform(0, 0.95 * (base["build_seconds"] if after_reserve else base["seconds"]))
         o = b.kill_nine(sb, at, after_reserve, i)
         stages[o.extra["stage"]] += 1
+        landed += o.extra["stage"] != "finished before the kill"
         record([o])
+        i += 1
 
     held = sum(o.held for o in outcomes)
-    print(f"\n{held} of {len(outcomes)} cases held; kill -9 x{args.kills}: "
+    print(f"\n{held} of {len(outcomes)} cases held; kill -9 landed {landed} times in {i} runs: "
           + ", ".join(f"{n} {stage}" for stage, n in stages.items()))
     print(f"this process: {time.process_time() - cpu0:.0f} s CPU; wall {time.perf_counter() - wall0:.0f} s "
           "(child processes not counted in CPU)")

@@ -856,7 +856,7 @@ def _watch_run(sb: Sandbox, args: list[str], kill_after_reserve: float | None = 
         time.sleep(0.01)
     out, err = p.communicate()
     end = time.monotonic() - t0
-    if killed_at is None:
+    if killed_at is None or p.returncode == 0:  # exited just as the signal was sent
         stage = "finished before the kill"
     elif reserved_at is None:
         stage = "before the version was reserved"
