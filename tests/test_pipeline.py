@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import tiny_overrides, tree_hashes
 from glassbox_audit.cli import cli
+from glassbox_audit.config import load_config
 from glassbox_audit.report import DISCLAIMER
 from glassbox_audit.store import AuditStore
 
