@@ -19,11 +19,19 @@ from llm_testdb import build_audit_db
 from glassbox_audit.cli import cli
 from glassbox_audit.config import LlmConfig, load_config
 from glassbox_audit.errors import ModelError
-from glassbox_audit.llm import (Catalog, answer_question, answer_standard_questions, appendix_context, ask,
-                                load_configured_model, read_queries)
+from glassbox_audit.llm import (
+    Catalog,
+    answer_question,
+    answer_standard_questions,
+    appendix_context,
+    ask,
+    load_configured_model,
+    read_queries,
+)
 from glassbox_audit.llm.catalog import DATASET_METRICS
-from glassbox_audit.llm.grammar import FIELD_ORDER
+from glassbox_audit.llm.grammar import FIELD_ORDER, in_language, intent_gbnf
 from glassbox_audit.llm.intent import Intent
+from glassbox_audit.llm.prompt import build_messages
 from glassbox_audit.query import open_readonly, run_query
 from glassbox_audit.report import default_templates
 from glassbox_audit.versions import new_version, verify_version
@@ -82,6 +90,22 @@ def test_grammar_output_always_parses_into_an_intent_of_real_names(llm, catalog,
     intent = Intent.from_llm_json(ans.raw_output, catalog)  # raises if any name is not in the database
     assert set(intent.models) <= set(catalog.model_names) and set(intent.metrics) <= set(catalog.metrics)
     assert ans.llm_error == ""
+
+
+def test_the_fast_path_gives_the_text_constrained_decoding_gives(llm, catalog):
+    # Free greedy decoding is kept only when it is in the grammar's language; then it must be
+    # exactly what decoding under the grammar produces.
+    gbnf = intent_gbnf(catalog)
+    paths = []
+    for question in ("What is the Dice of the balanced model?", "Which batch has the lowest DSC for model 3?",
+                     "Sensitivity and PPV of every variant on batch 2", "Jaccard of model 1 for image IMG_0005",
+                     "Tell me a joke about cats."):
+        messages = build_messages(question, catalog)
+        fast, _ = llm.complete(messages, gbnf, LLM_CFG.max_tokens, in_grammar=lambda t: in_language(t, catalog))
+        paths.append(llm.last_constrained)
+        constrained, _ = llm.complete(messages, gbnf, LLM_CFG.max_tokens)
+        assert fast == constrained, question
+    assert False in paths  # the fast path was taken at least once
 
 
 @pytest.mark.parametrize("question", ["What is the Dice of the balanced model?", "Sensitivity of model 3",

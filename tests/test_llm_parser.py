@@ -10,7 +10,7 @@ from llm_testdb import IMAGE_IDS, build_audit_db
 
 from glassbox_audit.llm import Catalog, parse_question
 from glassbox_audit.llm.answer import answer_question
-from glassbox_audit.llm.grammar import intent_gbnf, intent_schema
+from glassbox_audit.llm.grammar import in_language, intent_gbnf, intent_schema
 from glassbox_audit.llm.intent import Intent, IntentError
 from glassbox_audit.llm.prompt import build_messages, intent_json
 from glassbox_audit.query import open_readonly, run_query
@@ -121,6 +121,55 @@ def test_grammar_enumerates_exactly_the_catalog(catalog):
     schema = intent_schema(catalog)
     assert schema["properties"]["batch"]["enum"] == [None, 0, 1, 2, 3]
     assert "\\." not in json.dumps(schema)  # llama.cpp's schema converter crashes on an escaped dot
+
+
+def _gbnf_regex(gbnf: str) -> re.Pattern:
+    """The grammar's language as a regular expression: an oracle written apart from
+    ``in_language``. Covers the GBNF this project writes (literals, rule names, ``|``,
+    groups, ``{m,n}``, character classes); every rule is inlined, none is recursive."""
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.strip().splitlines())
+    token = re.compile(r'"(?:\\.|[^"\\])*"|\[[^\]]*\]|\{\d+,\d+\}|[()|]|[a-z_]+|\s+')
+
+    def expand(body: str) -> str:
+        out = []
+        for t in token.findall(body):
+            if t.isspace():
+                continue
+            if t.startswith('"'):
+                out.append(re.escape(json.loads(t)))
+            elif t.startswith(("[", "{")) or t in "()|":
+                out.append("(?:" if t == "(" else t)
+            else:
+                out.append("(?:" + expand(rules[t]) + ")")
+        return "".join(out)
+
+    return re.compile(expand(rules["root"]))
+
+
+def test_in_language_accepts_exactly_the_grammars_sentences(catalog):
+    # The fast path keeps a free greedy output only when in_language says the grammar would have
+    # produced it too: it must never accept a text outside the grammar's language.
+    oracle = _gbnf_regex(intent_gbnf(catalog))
+    rng = __import__("random").Random(7)
+    texts = []
+    for _ in range(300):
+        metrics = rng.sample(catalog.metrics, rng.randint(1, 4))
+        models = ["all"] if rng.random() < 0.3 else rng.sample(catalog.model_names, rng.randint(1, len(catalog.model_names)))
+        scope = rng.choice(["dataset", "batch", "image"])
+        batch = rng.choice([None, *catalog.batches])
+        image = rng.choice([None, *catalog.images])
+        good = intent_json(metrics, rng.choice(["macro", "micro", "max", "min"]), models, scope, batch, image)
+        texts += [good, good + " ", good.replace(", ", ",", 1), good.replace('"dice"', '"f2"'), good + "}",
+                  good.replace("null", "9999", 1), good.replace('"models"', '"modelz"'), good[:-1],
+                  good.replace("[", "[ ", 1), good.replace('"all"', '"all", "all"')]
+    texts += [intent_json(["dice"] * 5, "macro", ["all"], "dataset"), intent_json(["dice"], "macro", [], "dataset"),
+              '{"aggregate": "macro", "metrics": ["dice"], "models": ["all"], "scope": "dataset", "batch": null, "image": null}',
+              intent_json(["dice"], "macro", ["all"], "batch", True), ""]
+    accepted = 0
+    for text in texts:
+        assert in_language(text, catalog) == bool(oracle.fullmatch(text)), text
+        accepted += in_language(text, catalog)
+    assert 300 <= accepted < len(texts)  # both answers were exercised
 
 
 def test_prompt_carries_no_metric_values(catalog, db):

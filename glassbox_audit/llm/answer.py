@@ -25,7 +25,7 @@ from typing import Any
 
 from ..query import ReadOnlyConnection, open_readonly, run_query
 from .catalog import DATASET_METRICS, IMAGE_METRICS, METRIC_LABELS, Catalog
-from .grammar import intent_gbnf
+from .grammar import in_language, intent_gbnf
 from .intent import Intent, IntentError, parse_question
 from .prompt import build_messages
 
@@ -252,7 +252,8 @@ def answer_question(question: str, db_path: str | Path, llm: Any | None = None, 
     if llm is not None:
         ans.model_label, ans.model_sha256 = llm.spec.label, llm.sha256
         ans.prompt = build_messages(question, catalog)
-        ans.raw_output, ans.llm_seconds = llm.complete(ans.prompt, intent_gbnf(catalog), max_tokens)
+        ans.raw_output, ans.llm_seconds = llm.complete(ans.prompt, intent_gbnf(catalog), max_tokens,
+                                                       in_grammar=lambda t: in_language(t, catalog))
         try:
             ans.llm_intent = Intent.from_llm_json(ans.raw_output, catalog)
         except IntentError as exc:

@@ -14,12 +14,13 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .catalog import Catalog
 from .intent import AGGREGATES, SCOPES
 
-__all__ = ["FIELD_ORDER", "MAX_LISTED_IMAGES", "intent_gbnf", "intent_schema"]
+__all__ = ["FIELD_ORDER", "MAX_LISTED_IMAGES", "in_language", "intent_gbnf", "intent_schema"]
 
 FIELD_ORDER = ("metrics", "aggregate", "models", "scope", "batch", "image")
 # Above this many test images the grammar takes any id-shaped string and the answer checks it.
@@ -80,3 +81,49 @@ def intent_schema(catalog: Catalog) -> dict[str, Any]:
         "required": list(FIELD_ORDER),
         "additionalProperties": False,
     }
+
+
+_IMAGE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+
+
+def in_language(text: str, catalog: Catalog) -> bool:
+    """Whether ``text`` is a complete sentence of :func:`intent_gbnf`'s language, spelled exactly.
+
+    Greedy decoding under the grammar picks, at each step, the likeliest token the grammar
+    allows. When the unconstrained greedy output is itself a sentence of the language, every
+    one of its tokens was allowed where it was picked, so the constrained decoding would have
+    produced the same text; :meth:`~.runtime.LocalLLM.complete` then skips the grammar, whose
+    check of the whole vocabulary at every token costs far more than the model itself.
+    This check may refuse more than the grammar (that only costs a constrained retry) but must
+    never accept less strictly.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or list(data) != list(FIELD_ORDER):
+        return False
+    metrics, aggregate, models, scope, batch, image = (data[f] for f in FIELD_ORDER)
+    if not (isinstance(metrics, list) and 1 <= len(metrics) <= _MAX_ITEMS
+            and all(isinstance(m, str) and m in catalog.metrics for m in metrics)):
+        return False
+    if not (isinstance(aggregate, str) and aggregate in AGGREGATES and isinstance(scope, str) and scope in SCOPES):
+        return False
+    if models != ["all"] and not (isinstance(models, list) and 1 <= len(models) <= _MAX_ITEMS
+                                  and all(isinstance(m, str) and m in catalog.model_names for m in models)):
+        return False
+    if batch is not None and not (type(batch) is int and batch in catalog.batches):
+        return False
+    if image is not None:
+        if not isinstance(image, str):
+            return False
+        if len(catalog.images) <= MAX_LISTED_IMAGES and image not in catalog.images:
+            return False
+        if len(catalog.images) > MAX_LISTED_IMAGES and not _IMAGE_ID.fullmatch(image):
+            return False
+    # The grammar fixes every space and the order of the fields: the text must be the one
+    # spelling of these values (json.dumps escapes exactly as the grammar's literals do).
+    spelled = "{" + ", ".join(f"{json.dumps(f)}: " + (
+        "[" + ", ".join(json.dumps(v) for v in data[f]) + "]" if isinstance(data[f], list) else json.dumps(data[f])
+    ) for f in FIELD_ORDER) + "}"
+    return spelled == text
