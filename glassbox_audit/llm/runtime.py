@@ -21,9 +21,9 @@ import importlib.util
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, ModelError
