@@ -65,6 +65,27 @@ def _config(config_path, name, layout, data_root, train_mode, on_bad_input, tta,
                        audits_dir=audits_dir, models_dir=models_dir, **extra)
 
 
+def executor_options(fn):
+    """Where the heavy stages run: here, or sharded over Dask workers."""
+    options = [
+        click.option("--executor", "executor_kind", type=click.Choice(["local", "dask"]),
+                     help="Evaluate and explain in this process (local) or sharded over Dask workers (dask)."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="A running Dask scheduler, e.g. tcp://10.0.0.5:8786 (implies --executor dask); "
+                          "without it, dask starts a LocalCluster on this machine."),
+        click.option("--workers", "n_workers", type=int, help="LocalCluster worker processes (default 2)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _executor_flags(executor_kind, scheduler, n_workers) -> dict:
+    if scheduler and executor_kind is None:
+        executor_kind = "dask"
+    return {"executor__kind": executor_kind, "executor__scheduler": scheduler, "executor__n_workers": n_workers}
+
+
 def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -108,17 +129,19 @@ def cli(ctx, debug, verbose, quiet):
 
 @cli.command()
 @config_options
+@executor_options
 @click.option("--no-pdf", is_flag=True, help="Render HTML only.")
 @click.option("--fail-on-regression", is_flag=True,
               help="Exit 1 when a metric fell by more than evaluate.regression_tolerance against the "
                    "previous version (the new version is still written, as evidence).")
 @handle_errors
-def run(no_pdf, fail_on_regression, **opts):
+def run(no_pdf, fail_on_regression, executor_kind, scheduler, n_workers, **opts):
     """Train or load the models, evaluate the full test set and write a new audit version.
 
     Prints the path of the new version folder.
     """
     extra = {"report__pdf": False} if no_pdf else {}
+    extra.update(_executor_flags(executor_kind, scheduler, n_workers))
     cfg = _config(**opts, **extra)  # before the TensorFlow import: a bad key fails in a second
     from .pipeline import run_audit
 
@@ -131,6 +154,39 @@ def run(no_pdf, fail_on_regression, **opts):
         click.echo(f"regression: {r.model} {r.metric} {r.a:.4f} -> {r.b:.4f} ({r.delta:+.4f}, "
                    f"95% CI {r.ci_low:+.4f}..{r.ci_high:+.4f})", err=True)
     if fail_on_regression and result.regressions:
+        click.get_current_context().exit(1)
+
+
+@cli.group("fleet")
+def fleet_group():
+    """Many audits from one fleet file, on one executor (glassbox_audit.fleet)."""
+
+
+@fleet_group.command("run")
+@click.argument("fleet_file", type=click.Path(dir_okay=False))
+@executor_options
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key of every audit, after its own settings (repeatable).")
+@click.option("--no-pdf", is_flag=True, help="Render HTML only.")
+@handle_errors
+def fleet_run(fleet_file, executor_kind, scheduler, n_workers, overrides, no_pdf):
+    """Run every audit of FLEET_FILE and print a summary table (audit, new version, Dice, IoU,
+    thresholded Jaccard, regressions, acceptance, result).
+
+    Every configuration is checked before the first audit runs. Exits 1 when any audit fails
+    its acceptance criteria, regresses against its previous version or stops with an error.
+    """
+    from .fleet import format_summary, load_fleet, run_fleet
+
+    fleet = load_fleet(fleet_file)
+    flags = {k.removeprefix("executor__"): v for k, v in _executor_flags(executor_kind, scheduler, n_workers).items()}
+    outcomes = run_fleet(fleet, command=shlex.join(["glassbox-audit", *sys.argv[1:]]),
+                         overrides=list(overrides) + (["report.pdf=false"] if no_pdf else []), **flags)
+    for o in outcomes:
+        if o.error:
+            click.echo(f"error: audit {o.name}: {o.error}", err=True)
+    click.echo(format_summary(outcomes))
+    if not all(o.ok for o in outcomes):
         click.get_current_context().exit(1)
 
 

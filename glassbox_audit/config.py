@@ -29,6 +29,7 @@ __all__ = [
     "AuditConfig",
     "DataConfig",
     "EvalConfig",
+    "ExecutorConfig",
     "FolderConfig",
     "LlmConfig",
     "LossConfig",
@@ -261,6 +262,28 @@ class LlmConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """Where evaluation shards and explanations run (``glassbox_audit.executor``).
+
+    Not part of any model key or result: a run gives the same figures with either executor.
+    """
+
+    # "local": in this process; "dask": the test set in shards over Dask workers, the
+    # explanations per batch and variant.
+    kind: Literal["local", "dask"] = "local"
+    # Address of a running Dask scheduler ("tcp://host:8786"); empty: a LocalCluster on this machine.
+    scheduler: str = ""
+    n_workers: int = 2  # LocalCluster worker processes (one thread each)
+    shards: int = 0  # shards of the test set; 0: two per worker thread (at most one per batch)
+    retries: int = 2  # a shard task that raises is run again this many times
+    # A task whose worker died this many times is given up (LocalCluster; a running
+    # scheduler keeps its own distributed.scheduler.allowed-failures).
+    allowed_failures: int = 3
+    tf_threads: int = 1  # TensorFlow intra- and inter-op threads in each worker; 0: TensorFlow's default
+    connect_timeout: float = 30.0  # seconds to reach the scheduler
+
+
+@dataclass
 class AuditConfig:
     name: str = "default"
     audits_dir: str = "audits"
@@ -273,6 +296,7 @@ class AuditConfig:
     xai: XaiSettings = field(default_factory=XaiSettings)
     report: ReportConfig = field(default_factory=ReportConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -519,6 +543,16 @@ def validate(cfg: AuditConfig) -> None:
                f"must look like 'dice >= 0.85' with a metric among {', '.join(ACCEPTANCE_METRICS)}, got {text!r}")
     if r.templates and not Path(r.templates).is_dir():
         raise ConfigError(f"config key 'report.templates': folder {r.templates} does not exist")
+
+    x = cfg.executor
+    _check(x.n_workers > 0, "executor.n_workers", f"must be positive, got {x.n_workers}")
+    _check(x.shards >= 0, "executor.shards", f"must be 0 (automatic) or positive, got {x.shards}")
+    _check(x.retries >= 0, "executor.retries", f"must be 0 or positive, got {x.retries}")
+    _check(x.allowed_failures >= 0, "executor.allowed_failures", f"must be 0 or positive, got {x.allowed_failures}")
+    _check(x.tf_threads >= 0, "executor.tf_threads", f"must be 0 (TensorFlow's default) or positive, got {x.tf_threads}")
+    _check(x.connect_timeout > 0, "executor.connect_timeout", "must be positive")
+    _check(not x.scheduler or "://" in x.scheduler or ":" in x.scheduler, "executor.scheduler",
+           f"must be a scheduler address like 'tcp://host:8786', got {x.scheduler!r}")
 
     from .llm.runtime import KNOWN_MODELS  # the model table lives with the runtime
 

@@ -24,9 +24,9 @@ from .metrics import (METRICS, aggregate, bootstrap_intervals, confusion_counts,
                       operating_points, threshold_counts)
 from .postprocess import postprocess
 
-__all__ = ["BatchView", "ModelEvaluation", "Thumbnail", "binarize", "evaluate_models", "iter_views",
-           "predict_batches", "predict_thumbnails", "select_batches",
-           "predictor", "to_native"]
+__all__ = ["BatchView", "ModelEvaluation", "ShardResult", "Thumbnail", "binarize", "evaluate_models",
+           "evaluate_shard", "iter_views", "merge_shards", "n_batches", "predict_batches", "predict_thumbnails",
+           "predictor", "select_batches", "shard_batches", "to_native"]
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,50 @@ def binarize(prob: np.ndarray, cfg: EvalConfig) -> np.ndarray:
     return postprocess(prob > cfg.threshold, cfg.postprocess)
 
 
-def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
-                    partition: str = "test") -> list[ModelEvaluation]:
-    """Evaluate ``models`` (objects with ``name``, ``sha256`` and a Keras ``model``) on a partition."""
+@dataclass
+class ShardResult:
+    """What one shard of the test partition gave: plain arrays, so a Dask worker can return it.
+
+    ``counts[k]`` and ``curves[k]`` belong to the k-th model evaluated; rows are images in
+    partition order within the shard.
+    """
+
+    batches: list[int]  # the batch indices evaluated, ascending
+    ids: list[str]
+    batch_index: np.ndarray  # (n,)
+    sizes: np.ndarray  # (n, 2) native height, width
+    counts: list[np.ndarray]  # per model, (n, 4) tp, fp, fn, tn
+    curves: list[np.ndarray]  # per model, (n, K, 4) at curve_thresholds(cfg)
+    seconds: list[float]  # per model: prediction and counting time
+
+
+def n_batches(ds: Dataset, cfg: EvalConfig, partition: str = "test") -> int:
+    """Batches of ``cfg.batch_size`` images in the partition (the last one may be short)."""
+    return -(-len(ds.samples[partition]) // cfg.batch_size)
+
+
+def shard_batches(total: int, n_shards: int) -> list[list[int]]:
+    """Batch indices ``0..total-1`` split into at most ``n_shards`` contiguous, near-equal runs."""
+    n_shards = max(1, min(n_shards, total))
+    bounds = np.linspace(0, total, n_shards + 1).round().astype(int)
+    return [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def evaluate_shard(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
+                   batches: Iterable[int] | None = None, partition: str = "test",
+                   progress: bool = True) -> ShardResult:
+    """Evaluate ``models`` on some batches of a partition (``None``: all of them).
+
+    The one evaluation loop: a local run is one shard holding every batch, a Dask run
+    sends contiguous shards to workers and :func:`merge_shards` puts them back in order,
+    so both give the same arrays.
+    """
     models = list(models)
     fns = [predictor(m.model, cfg.tta) for m in models]
-    n = len(ds.samples[partition])
+    only = None if batches is None else set(batches)
+    samples = ds.samples[partition]
+    n = len(samples) if only is None else sum(
+        1 for i in range(len(samples)) if i // cfg.batch_size in only)
     ids: list[str] = []
     batch_of: list[int] = []
     sizes: list[tuple[int, int]] = []
@@ -140,8 +178,10 @@ def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
     curves = [[] for _ in models]
     thresholds = curve_thresholds(cfg)
     seconds = [0.0] * len(models)
-    with tqdm(total=n, desc="evaluating", unit="img", disable=None, leave=False) as bar:
-        for batch in iter_batches(ds, partition, input_size, cfg.batch_size):
+    seen: list[int] = []
+    with tqdm(total=n, desc="evaluating", unit="img", disable=None if progress else True, leave=False) as bar:
+        for batch in iter_batches(ds, partition, input_size, cfg.batch_size, only=only):
+            seen.append(batch.index)
             ids.extend(batch.ids)
             batch_of.extend([batch.index] * len(batch.ids))
             sizes.extend(m.shape for m in batch.masks)
@@ -154,18 +194,41 @@ def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalCon
                     curves[k].append(threshold_counts(native, mask, thresholds))
                 seconds[k] += time.perf_counter() - t0
             bar.update(len(batch.ids))
+    return ShardResult(seen, ids, np.array(batch_of, dtype=int), np.array(sizes, dtype=int).reshape(-1, 2),
+                       [np.array(c).reshape(-1, 4) for c in counts],
+                       [np.array(c).reshape(-1, len(thresholds), 4) for c in curves], seconds)
+
+
+def merge_shards(models: Iterable, shards: Iterable[ShardResult], cfg: EvalConfig) -> list[ModelEvaluation]:
+    """One :class:`ModelEvaluation` per model from shards in any order (sorted by batch here)."""
+    models = list(models)
+    shards = sorted(shards, key=lambda s: s.batches[0] if s.batches else -1)
+    thresholds = curve_thresholds(cfg)
+    ids = [i for s in shards for i in s.ids]
+    batch_of = np.concatenate([s.batch_index for s in shards]) if shards else np.zeros(0, int)
+    sizes = np.concatenate([s.sizes for s in shards]).reshape(-1, 2) if shards else np.zeros((0, 2), int)
     results = []
     for k, m in enumerate(models):
-        ev = ModelEvaluation(m.name, m.sha256, list(ids), np.array(batch_of), np.array(sizes).reshape(-1, 2),
-                             np.array(counts[k]).reshape(-1, 4), cfg.threshold, cfg.jaccard_threshold,
-                             seconds[k], curve_thresholds=thresholds,
-                             curve_counts=np.array(curves[k]).reshape(-1, len(thresholds), 4))
+        counts = np.concatenate([s.counts[k] for s in shards]).reshape(-1, 4) if shards else np.zeros((0, 4))
+        curves = (np.concatenate([s.curves[k] for s in shards]).reshape(-1, len(thresholds), 4) if shards
+                  else np.zeros((0, len(thresholds), 4)))
+        ev = ModelEvaluation(m.name, m.sha256, list(ids), batch_of, sizes, counts, cfg.threshold,
+                             cfg.jaccard_threshold, sum(s.seconds[k] for s in shards),
+                             curve_thresholds=thresholds, curve_counts=curves)
         s = ev.summary
         log.info("evaluate %s on %d images: Dice micro %.4f macro %.4f, IoU macro %.4f, "
                  "thresholded Jaccard %.4f", m.name, len(ids), s["micro"]["dice"], s["macro"]["dice"],
                  s["macro"]["iou"], s["dataset"]["thresholded_jaccard"])
         results.append(ev)
     return results
+
+
+def evaluate_models(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConfig,
+                    partition: str = "test") -> list[ModelEvaluation]:
+    """Evaluate ``models`` (objects with ``name``, ``sha256`` and a Keras ``model``) on a partition,
+    in this process (``glassbox_audit.executor`` shards the same loop over Dask workers)."""
+    models = list(models)
+    return merge_shards(models, [evaluate_shard(models, ds, input_size, cfg, None, partition)], cfg)
 
 
 def select_batches(evals: list[ModelEvaluation], cfg: EvalConfig) -> list[tuple[int, str]]:

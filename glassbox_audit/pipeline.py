@@ -21,7 +21,8 @@ from . import overlays
 from .compare import diff_databases
 from .config import AuditConfig, config_hash, config_to_dict
 from .data import load_dataset
-from .evaluate import evaluate_models, predict_batches, predict_thumbnails, select_batches
+from .evaluate import predict_batches, predict_thumbnails, select_batches
+from .executor import make_executor
 from .models import obtain_models
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import RenderedFile, default_templates, render_dossier
@@ -49,30 +50,11 @@ class AuditResult:
     summary: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> macro metrics
     seconds: float = 0.0
     regressions: list = field(default_factory=list)  # MetricDelta rows beyond the tolerance
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # model -> averaging -> metric
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _explain(models, views, cfg: AuditConfig) -> dict:
-    """Every configured explanation for every variant on each selected batch."""
-    import cv2
-    import numpy as np
-
-    from .xai import explain_batch
-
-    size = cfg.model.input_size
-    out = {}
-    for view in views:
-        t0 = time.perf_counter()
-        masks = np.stack([cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-                          for m in view.masks]).astype(bool)
-        out[view.index] = explain_batch({m.name: m.model for m in models}, view.x, masks, cfg.xai,
-                                        image_ids=view.ids, cache_dir=cfg.xai.cache_dir or None,
-                                        progress=lambda msg, b=view.index: log.info("xai batch %d: %s", b, msg))
-        log.info("xai: batch %d explained in %.1f s", view.index, time.perf_counter() - t0)
-    return out
 
 
 GALLERY_ROWS = 8  # thumbnails per gallery figure: one figure fits a page
@@ -112,8 +94,25 @@ def _gallery(thumbs, evals, cfg: AuditConfig, folder: Path) -> list[dict]:
     return artifacts
 
 
-def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> AuditResult:
+def _compute(cfg: AuditConfig, executor) -> tuple:
+    """The heavy, pure stages: nothing is written to the audits folder here."""
+    ds = load_dataset(cfg.data)
+    models = obtain_models(cfg, ds, Path(cfg.models_dir))
+    evals = executor.evaluate(models, ds, cfg.model.input_size, cfg.evaluate)
+    selected = select_batches(evals, cfg.evaluate)
+    views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, [b for b, _ in selected])
+    explanations = executor.explain(models, views, cfg) if cfg.xai.enabled else {}
+    thumbs = predict_thumbnails(models, ds, cfg.model.input_size, cfg.evaluate,
+                                failure_ids(evals, cfg.evaluate.jaccard_threshold)[:cfg.report.max_gallery])
+    return ds, models, evals, selected, views, explanations, thumbs
+
+
+def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", executor=None) -> AuditResult:
     """Run a complete audit and return where its new version is.
+
+    ``executor``: a started :mod:`~glassbox_audit.executor` to share between audits (a
+    fleet); None makes one from ``cfg.executor`` for this run and closes it afterwards.
+    Either way only this process writes the new version.
 
     Example::
 
@@ -125,14 +124,11 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
     started_at = _now()
     templates = Path(cfg.report.templates) if cfg.report.templates else default_templates()
 
-    ds = load_dataset(cfg.data)
-    models = obtain_models(cfg, ds, Path(cfg.models_dir))
-    evals = evaluate_models(models, ds, cfg.model.input_size, cfg.evaluate)
-    selected = select_batches(evals, cfg.evaluate)
-    views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, [b for b, _ in selected])
-    explanations = _explain(models, views, cfg) if cfg.xai.enabled else {}
-    thumbs = predict_thumbnails(models, ds, cfg.model.input_size, cfg.evaluate,
-                                failure_ids(evals, cfg.evaluate.jaccard_threshold)[:cfg.report.max_gallery])
+    if executor is None:
+        with make_executor(cfg.executor) as executor:
+            ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, executor)
+    else:
+        ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, executor)
 
     regressions: list = []
     with new_version(Path(cfg.audits_dir), cfg.name) as build:
@@ -214,6 +210,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()") -> 
         cfg.name, build.name, final, run_id, final / DATABASE, final / "dossier.html",
         final / "dossier.pdf" if cfg.report.pdf else None, final / "manifest.json",
         {ev.name: ev.summary["macro"] for ev in evals}, time.perf_counter() - start, regressions,
+        {ev.name: ev.summary for ev in evals},
     )
     log.info("audit %s %s finished in %.1f s", cfg.name, build.name, result.seconds)
     return result
