@@ -14,11 +14,11 @@ from .config import AuditConfig, load_config  # noqa: E402
 from .errors import GlassBoxError  # noqa: E402
 
 
-def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()"):
+def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", executor=None):
     """Run a complete audit; see :func:`glassbox_audit.pipeline.run_audit`."""
     from .pipeline import run_audit as _run
 
-    return _run(cfg, command)
+    return _run(cfg, command, executor)
 
 
 __all__ = ["AuditConfig", "GlassBoxError", "load_config", "run_audit", "__version__"]

@@ -53,6 +53,17 @@ class AuditResult:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # model -> averaging -> metric
 
 
+def _settings_hash(cfg: AuditConfig) -> str:
+    """The config hash a version records and ``diff`` compares: every setting except where the
+    work ran (``executor``), which changes no figure, so a Dask run and a local run of the same
+    audit show no config change (and versions from before the executor existed still match)."""
+    import dataclasses
+
+    tree = dataclasses.asdict(cfg)
+    tree.pop("executor", None)
+    return config_hash(tree)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -138,7 +149,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
         with AuditStore(db_path) as store:
             store.start_run({
                 "id": run_id, "audit_name": cfg.name, "version": build.number, "started_at": started_at,
-                "config_json": config_to_dict(cfg), "config_sha256": config_hash(cfg),
+                "config_json": config_to_dict(cfg), "config_sha256": _settings_hash(cfg),
                 "code_version": code_version(), "code_sha256": code_sha256(templates),
                 "packages_json": package_versions(), "machine_json": machine(), "command": command,
                 "notes_json": ds.notes,

@@ -105,8 +105,14 @@ def test_dask_run_gives_the_same_per_image_metrics_and_database_rows_as_a_local_
     for table in TABLES:
         assert sharded[table] == local[table], table
     with sqlite3.connect(version / "audit.sqlite") as con:
-        cfg = con.execute("select config_json from runs").fetchone()[0]
+        cfg, sha = con.execute("select config_json, config_sha256 from runs").fetchone()
     assert '"kind": "dask"' in cfg and dask_executor.address in cfg  # the run records where it ran
+    # ... but where it ran is no change of settings: the config hash that diff compares is the
+    # one the same audit run locally records.
+    from glassbox_audit.pipeline import _settings_hash
+
+    assert sha == _settings_hash(load_config(overrides=base + ["name=sharded"]))
+    assert sha != _settings_hash(load_config(overrides=base + ["name=sharded", "evaluate.threshold=0.4"]))
 
     # Each worker loaded each model it met once, from the store, checked by hash.
     states = dask_executor.client.run(worker_state).values()
