@@ -97,8 +97,8 @@ def test_the_fast_path_gives_the_text_constrained_decoding_gives(llm, catalog):
     # exactly what decoding under the grammar produces.
     gbnf = intent_gbnf(catalog)
     paths = []
-    for question in ("What is the Dice of the balanced model?", "Which batch has the lowest DSC for model 3?",
-                     "Sensitivity and PPV of every variant on batch 2", "Jaccard of model 1 for image IMG_0005",
+    # Few questions: each decodes twice, once under the grammar, which is the slow path.
+    for question in ("What is the Dice of the balanced model?", "Jaccard of model 1 for image IMG_0005",
                      "Tell me a joke about cats."):
         messages = build_messages(question, catalog)
         fast, _ = llm.complete(messages, gbnf, LLM_CFG.max_tokens, in_grammar=lambda t: in_language(t, catalog))

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import threading
@@ -144,6 +145,18 @@ def resolve_model(llm_cfg: Any, models_dir: str | Path = "models") -> ModelSpec:
 _HASHED: dict[tuple[str, int, int], str] = {}
 _LOADED: dict[tuple[str, int, int], "LocalLLM"] = {}
 _LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_loaded() -> None:
+    # Freed at interpreter exit, llama.cpp's handles outlive the module globals their
+    # destructor needs and print a TypeError traceback; close them while all is still there.
+    for llm in _LOADED.values():
+        try:
+            llm.llama.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    _LOADED.clear()
 
 
 def _checked_hash(spec: ModelSpec) -> str:
