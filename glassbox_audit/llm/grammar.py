@@ -20,7 +20,7 @@ from typing import Any
 from .catalog import Catalog
 from .intent import AGGREGATES, SCOPES
 
-__all__ = ["FIELD_ORDER", "MAX_LISTED_IMAGES", "in_language", "intent_gbnf", "intent_schema"]
+__all__ = ["FIELD_ORDER", "MAX_LISTED_IMAGES", "in_language", "intent_gbnf", "intent_schema", "spelling"]
 
 FIELD_ORDER = ("metrics", "aggregate", "models", "scope", "batch", "image")
 # Above this many test images the grammar takes any id-shaped string and the answer checks it.
@@ -122,8 +122,11 @@ def in_language(text: str, catalog: Catalog) -> bool:
         if len(catalog.images) > MAX_LISTED_IMAGES and not _IMAGE_ID.fullmatch(image):
             return False
     # The grammar fixes every space and the order of the fields: the text must be the one
-    # spelling of these values (json.dumps escapes exactly as the grammar's literals do).
-    spelled = "{" + ", ".join(f"{json.dumps(f)}: " + (
-        "[" + ", ".join(json.dumps(v) for v in data[f]) + "]" if isinstance(data[f], list) else json.dumps(data[f])
-    ) for f in FIELD_ORDER) + "}"
-    return spelled == text
+    # spelling of these values.
+    return spelling(data) == text
+
+
+def spelling(values: dict[str, Any]) -> str:
+    """The one text the grammar allows for these field values: fixed field order, ", " and ": "
+    between items (``json.dumps``' own separators, and its escapes, as in the grammar's literals)."""
+    return "{" + ", ".join(f"{json.dumps(f)}: {json.dumps(values[f])}" for f in FIELD_ORDER) + "}"

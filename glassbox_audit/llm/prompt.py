@@ -7,10 +7,8 @@ prefix and only the question's tokens cost time.
 
 from __future__ import annotations
 
-import json
-
 from .catalog import METRIC_LABELS, Catalog
-from .grammar import FIELD_ORDER
+from .grammar import spelling
 from .intent import METRIC_SYNONYMS
 
 __all__ = ["build_messages", "intent_json"]
@@ -19,9 +17,8 @@ __all__ = ["build_messages", "intent_json"]
 def intent_json(metrics: list[str], aggregate: str, models: list[str], scope: str,
                 batch: int | None = None, image: str | None = None) -> str:
     """An intent written exactly as the grammar spells it."""
-    values = {"metrics": metrics, "aggregate": aggregate, "models": models, "scope": scope,
-              "batch": batch, "image": image}
-    return "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(values[k])}" for k in FIELD_ORDER) + "}"
+    return spelling({"metrics": metrics, "aggregate": aggregate, "models": models, "scope": scope,
+                     "batch": batch, "image": image})
 
 
 def _examples(c: Catalog) -> list[tuple[str, str]]:
