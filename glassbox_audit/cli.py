@@ -290,7 +290,10 @@ def list_(audits_dir):
     for audit in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for _, path in list_versions(audit):
             manifest = path / MANIFEST
-            created = json.loads(manifest.read_text())["created"] if manifest.exists() else "?"
+            try:
+                created = json.loads(manifest.read_text())["created"]
+            except (OSError, ValueError, KeyError, TypeError):  # damaged manifests are verify's to report
+                created = "?"
             click.echo(f"{audit.name}\t{path.name}\t{created}\t{path}")
 
 
@@ -411,7 +414,8 @@ def verify(path):
     reports = verify_path(Path(path))
     for r in reports:
         status = "ok" if r.ok else "FAILED"
-        click.echo(f"{r.path}: {status} (chain: {r.chain})")
+        seal = "" if r.seal == "ok" else f"; seal: {r.seal}"
+        click.echo(f"{r.path}: {status} (chain: {r.chain}{seal})")
         for label, files in (("changed", r.changed), ("added", r.added), ("removed", r.removed)):
             for f in files:
                 click.echo(f"  {label}: {f}")

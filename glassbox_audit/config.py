@@ -96,6 +96,9 @@ class DataConfig:
     # A bad file (unreadable, unpaired, sizes differ, mask not binary): stop (fail) or leave the
     # pair out and list it in the dossier and the database (skip).
     on_bad_input: Literal["fail", "skip"] = "fail"
+    # How the masks were made (who annotated, tool, protocol, review), for the data sheet;
+    # empty: the layout's own statement (synthetic, isic) or "not stated" (folder).
+    ground_truth: str = ""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
 

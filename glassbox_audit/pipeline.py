@@ -27,7 +27,7 @@ from .models import obtain_models
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import RenderedFile, default_templates, render_dossier
 from .store import AuditStore
-from .versions import list_versions, new_version
+from .versions import list_versions, new_version, wait_for_earlier_versions
 from .xai import render_xai_figures
 
 __all__ = ["AuditResult", "run_audit"]
@@ -62,6 +62,19 @@ def _settings_hash(cfg: AuditConfig) -> str:
     tree = dataclasses.asdict(cfg)
     tree.pop("executor", None)
     return config_hash(tree)
+
+
+def _latest_evaluation(versions: list[Path]) -> Path | None:
+    """The newest of ``versions`` that holds an evaluation of its own: a version that only
+    records a review carries the reviewed version's evaluation, which may be older than the
+    last run's, and a nightly change log compares with the last measurement."""
+    for folder in reversed(versions):
+        if not (folder / DATABASE).is_file():
+            continue
+        with AuditStore(folder / DATABASE, readonly=True) as store:
+            if f"v{store.run()['version']:03d}" == folder.name:
+                return folder
+    return None
 
 
 def _now() -> str:
@@ -159,15 +172,6 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
             for ev in evals:
                 store.record_evaluation(run_id, ev, fingerprint, "test")
             store.record_selected(run_id, selected)
-            previous = [p for n, p in list_versions(build.final.parent) if n < build.number]
-            if previous and (previous[-1] / DATABASE).is_file():
-                diff = diff_databases(previous[-1] / DATABASE, db_path)
-                store.record_comparison(run_id, diff)
-                regressions = diff.regressions(cfg.evaluate.regression_tolerance,
-                                               tuple(cfg.evaluate.regression_metrics))
-                for r in regressions:
-                    log.warning("regression against %s: %s %s fell by %.4f (95%% CI %.4f..%.4f)",
-                                diff.a, r.model, r.metric, -r.delta, r.ci_low, r.ci_high)
 
             artifacts = []
             for view in views:
@@ -203,6 +207,19 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
                                                            prefix=f"batch{view.index:04d}_",
                                                            scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi):
                     artifacts.append(RenderedFile(path, kind, f"Batch {view.index}: {desc}").artifact(folder))
+            # Compare with the newest earlier measurement, which a run started just before ours
+            # may still be building: wait for earlier builds first (last, after the figures, so
+            # two runs started together draw in parallel and only wait here).
+            wait_for_earlier_versions(build)
+            previous = _latest_evaluation([p for n, p in list_versions(build.final.parent) if n < build.number])
+            if previous is not None:
+                diff = diff_databases(previous / DATABASE, db_path)
+                store.record_comparison(run_id, diff)
+                regressions = diff.regressions(cfg.evaluate.regression_tolerance,
+                                               tuple(cfg.evaluate.regression_metrics))
+                for r in regressions:
+                    log.warning("regression against %s: %s %s fell by %.4f (95%% CI %.4f..%.4f)",
+                                diff.a, r.model, r.metric, -r.delta, r.ci_low, r.ci_high)
             store.record_artifacts(run_id, artifacts)
             store.finish_run(run_id, "complete", _now())
 

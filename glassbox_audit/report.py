@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from . import charts
+from .data.layouts import ground_truth_statement
 from .metrics import METRICS
 from .store import AuditStore
 
@@ -219,7 +220,9 @@ def build_context(store: AuditStore, folder: Path, dpi: int = 110, max_listed_fi
         "data": {**dataset, "n_files": n_files, "files": files, "files_truncated": n_files > len(files),
                  "skipped": store.rows("select path, reason from skipped_files where dataset_fingerprint = ? "
                                        "order by path", [dataset["fingerprint"]]),
-                 "partition": evals[0]["partition"]},
+                 "partition": evals[0]["partition"],
+                 "ground_truth": ground_truth_statement(dataset["layout"],
+                                                        run["config"]["data"].get("ground_truth", ""))},
         "config": run["config"],
         "config_rows": _flatten(run["config"]),
         "models": models,

@@ -28,12 +28,16 @@ from typing import Iterator
 from .data.imageio import sha256_file
 from .errors import StoreError
 
-__all__ = ["MANIFEST", "VerifyReport", "VersionBuild", "list_versions", "new_version", "verify_path",
+__all__ = ["MANIFEST", "SEAL", "VerifyReport", "VersionBuild", "list_versions", "new_version", "verify_path",
            "verify_version", "version_name", "wait_for_earlier_versions", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# The manifest's own sha256 in ``sha256sum`` format, so a changed byte in the newest manifest
+# (which no later version chains to yet) is caught too; ``sha256sum -c manifest.sha256`` checks it.
+SEAL = "manifest.sha256"
+MANIFEST_VERSION = 2  # 2: sealed by SEAL; 1 (before the seal existed) is still verified without it
 _VERSION = re.compile(r"^v(\d{3,})$")
 _RESERVED = re.compile(r"^\.reserved-v(\d{3,})$")
 _BUILDING = re.compile(r"^\.building-v(\d{3,})-(\d+)$")
@@ -215,16 +219,17 @@ def write_manifest(folder: Path, audit: str, number: int, previous: Path | None)
     """List every file of ``folder`` with its sha256 and chain to the previous manifest."""
     files = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p != folder / MANIFEST:
+        if p.is_file() and p.relative_to(folder).as_posix() not in (MANIFEST, SEAL):
             files[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     prev_hash = sha256_file(previous / MANIFEST) if previous and (previous / MANIFEST).exists() else None
     manifest = {
-        "manifest_version": 1, "audit": audit, "version": version_name(number),
+        "manifest_version": MANIFEST_VERSION, "audit": audit, "version": version_name(number),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "previous_version": previous.name if previous else None,
         "previous_manifest_sha256": prev_hash, "files": files,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / SEAL).write_text(f"{sha256_file(folder / MANIFEST)}  {MANIFEST}\n", encoding="utf-8")
     return manifest
 
 
@@ -288,10 +293,12 @@ class VerifyReport:
     added: list[str]
     removed: list[str]
     chain: str  # "ok", "first" (no previous version) or a description of the break
+    seal: str = "ok"  # "ok", "legacy" (manifest_version 1, made before seals) or what is wrong
 
     @property
     def ok(self) -> bool:
-        return not (self.changed or self.added or self.removed) and self.chain in ("ok", "first")
+        return (not (self.changed or self.added or self.removed) and self.chain in ("ok", "first")
+                and self.seal in ("ok", "legacy"))
 
 
 def verify_version(folder: Path) -> VerifyReport:
@@ -301,14 +308,19 @@ def verify_version(folder: Path) -> VerifyReport:
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         return VerifyReport(folder, [], [], [MANIFEST], "manifest missing")
+    seal = _check_seal(folder)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        listed = manifest["files"]
-    except (ValueError, KeyError) as exc:
-        return VerifyReport(folder, [MANIFEST], [], [], f"manifest unreadable ({exc})")
+        listed = {f: meta["sha256"] for f, meta in manifest["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return VerifyReport(folder, [MANIFEST], [], [], f"manifest unreadable ({exc})", seal)
+    if seal == "missing":
+        # Only manifests made before seals existed may lack one; a newer one lost it.
+        seal = "legacy" if manifest.get("manifest_version") == 1 else f"{SEAL} missing"
     present = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
     present.pop(MANIFEST)
-    changed = sorted(f for f, meta in listed.items() if f in present and sha256_file(present[f]) != meta["sha256"])
+    present.pop(SEAL, None)
+    changed = sorted(f for f, digest in listed.items() if f in present and sha256_file(present[f]) != digest)
     added = sorted(set(present) - set(listed))
     removed = sorted(set(listed) - set(present))
     previous = manifest.get("previous_version")
@@ -322,7 +334,21 @@ def verify_version(folder: Path) -> VerifyReport:
             chain = f"previous version {previous}'s manifest changed since this version was sealed"
         else:
             chain = "ok"
-    return VerifyReport(folder, changed, added, removed, chain)
+    return VerifyReport(folder, changed, added, removed, chain, seal)
+
+
+def _check_seal(folder: Path) -> str:
+    """Whether ``manifest.json`` still has the sha256 its seal recorded at sealing time."""
+    seal = folder / SEAL
+    if not seal.is_file():
+        return "missing"
+    try:
+        digest, name = seal.read_text(encoding="utf-8").split()
+    except (ValueError, UnicodeDecodeError):
+        return f"{SEAL} unreadable (changed since sealing)"
+    if name != MANIFEST or digest != sha256_file(folder / MANIFEST):
+        return f"{MANIFEST} does not match {SEAL}: one of them changed since sealing"
+    return "ok"
 
 
 def verify_path(path: Path) -> list[VerifyReport]:

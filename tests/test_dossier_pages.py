@@ -130,3 +130,26 @@ def test_page_check_detects_content_off_the_page(tmp_path):
     page = _pages(pdf, tmp_path / "wide")[0]
     ink = page < 200
     assert ink[:, -max(2, page.shape[1] // 40):].any()
+
+
+def test_pdf_has_the_page_count_its_footers_and_contents_promise(two_runs):
+    # Every page says "Page i of N" with the real N, and each contents entry's page number
+    # leads to the page where that chapter's heading is: the count and the numbering agree
+    # with what a reader is told on the cover.
+    import re
+
+    reader = pypdf.PdfReader(two_runs["first"].pdf)
+    texts = [page.extract_text() for page in reader.pages]
+    n = len(texts)
+    for i, text in enumerate(texts, start=1):
+        assert f"Page {i} of {n}" in text, f"page {i}: footer missing or wrong"
+    contents = dict(re.findall(r"^(\w[\w ,:-]+?) \.{3,}\s*(\d+)$", texts[0], flags=re.M))
+    chapters = ["Summary", "Data", "Model cards", "Evaluation", "Selected batches", "Explanations",
+                "Changes since the previous version", "Provenance", "Review and sign-off"]
+    assert list(contents) == chapters
+    pages = [int(contents[c]) for c in chapters]
+    assert pages == sorted(pages) and pages[0] == 2 and pages[-1] <= n
+    for chapter, page in zip(chapters, pages):
+        assert texts[page - 1].lstrip().startswith(chapter), f"{chapter}: not at the top of page {page}"
+    # Chapters start on a new page, so the count is at least one page per chapter plus the cover.
+    assert n >= len(chapters) + 1

@@ -222,3 +222,13 @@ def test_streaming_only_some_batches_keeps_their_indices_and_reads_nothing_else(
     picked = list(iter_batches(ds, "train", 32, 2, only={1, len(every) - 1}))
     assert [b.index for b in picked] == [1, len(every) - 1]
     assert [b.ids for b in picked] == [every[1].ids, every[-1].ids]
+
+
+def test_ground_truth_statement_prefers_the_users_words_then_the_layouts_then_says_not_stated():
+    from glassbox_audit.data.layouts import UNSTATED_GROUND_TRUTH, ground_truth_statement
+
+    assert "dermatologists" in ground_truth_statement("isic")
+    assert ground_truth_statement("synthetic").startswith("Exact by construction")
+    assert ground_truth_statement("folder") == UNSTATED_GROUND_TRUTH
+    assert ground_truth_statement("folder", "  Two radiologists, consensus.  ") == "Two radiologists, consensus."
+    assert ground_truth_statement("isic", "Re-annotated in-house.") == "Re-annotated in-house."

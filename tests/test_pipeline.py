@@ -37,7 +37,9 @@ def test_manifest_lists_every_file_with_its_hash_and_chains_versions(two_runs):
     first, second = two_runs["first"], two_runs["second"]
     manifest = json.loads(second.manifest.read_text())
     hashes = tree_hashes(second.path)
-    hashes.pop("manifest.json")
+    manifest_sha = hashes.pop("manifest.json")
+    assert (second.path / "manifest.sha256").read_text() == f"{manifest_sha}  manifest.json\n"  # the seal
+    hashes.pop("manifest.sha256")
     assert {k: v["sha256"] for k, v in manifest["files"].items()} == hashes
     assert manifest["previous_manifest_sha256"] == hashlib.sha256(first.manifest.read_bytes()).hexdigest()
 
@@ -92,6 +94,15 @@ def test_html_dossier_parses_with_its_figures_and_escapes_text(two_runs):
     assert DISCLAIMER in html
     assert "Acceptance criteria" in html and "dice &gt;= 0.85" in html
     assert "95% bootstrap interval" in html
+
+
+def test_data_sheet_says_how_the_ground_truth_was_made_and_the_dossier_ends_with_a_sign_off(two_runs):
+    from glassbox_audit.data.layouts import ground_truth_statement
+
+    html = two_runs["first"].html.read_text(encoding="utf-8")
+    assert f"<th>Ground truth</th><td>{ground_truth_statement('synthetic')}</td>" in html
+    signoff = html[html.index("<h3>Sign-off</h3>"):]
+    assert all(role in signoff for role in ("Prepared by", "Reviewed by", "Approved by"))
 
 
 def test_pdf_dossier_has_pages_with_figures(two_runs):
@@ -269,3 +280,122 @@ def test_train_never_uses_stored_models_of_other_settings_by_name_and_says_so(tw
     other = load_config(overrides=tiny_overrides(tmp) + ["model.input_size=48"], train__mode="never")
     with pytest.raises(ModelError, match="no stored model"):
         obtain_models(other, load_dataset(other.data))
+
+
+def _flip_one_byte(path: Path, rng) -> None:
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+    path.write_bytes(bytes(data))
+
+
+def test_verify_catches_one_flipped_byte_in_any_file_of_a_real_version(two_runs, tmp_path):
+    # Every file of a sealed version in turn, the manifest and its seal included: a single bit
+    # flipped anywhere is reported for that file, and restoring the byte makes the version whole.
+    import shutil
+
+    import numpy as np
+
+    from glassbox_audit.versions import MANIFEST, SEAL, verify_version
+
+    audit = tmp_path / "tiny"
+    shutil.copytree(two_runs["tmp"] / "audits" / "tiny", audit)
+    version = audit / two_runs["second"].path.name
+    files = sorted(p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file())
+    assert {MANIFEST, SEAL, "audit.sqlite", "dossier.html"} <= set(files) and len(files) > 10
+    rng = np.random.default_rng(5)
+    for name in files:
+        path = version / name
+        original = path.read_bytes()
+        _flip_one_byte(path, rng)
+        report = verify_version(version)
+        assert not report.ok, name
+        if name in (MANIFEST, SEAL):
+            assert report.seal != "ok" or report.changed == [MANIFEST], name
+        else:
+            assert (report.changed, report.added, report.removed, report.seal) == ([name], [], [], "ok"), name
+        path.write_bytes(original)
+        assert verify_version(version).ok, f"{name} restored"
+    figure = next(f for f in files if f.startswith("figures/"))
+    (version / figure).rename(tmp_path / "aside.png")
+    assert verify_version(version).removed == [figure]
+    (tmp_path / "aside.png").rename(version / figure)
+    (version / "figures" / "extra.png").write_bytes(b"not part of the version")
+    assert verify_version(version).added == ["figures/extra.png"]
+
+
+@pytest.fixture(scope="module")
+def other_models(two_runs):
+    """One audit measured with the tiny models, then with the precision-optimized variant
+    fine-tuned again under another Tversky weighting (the base and the other two unchanged)."""
+    from glassbox_audit import run_audit
+
+    base = tiny_overrides(two_runs["tmp"]) + ["name=tiny-models", "xai.enabled=false", "report.pdf=false"]
+    first = run_audit(load_config(overrides=base))
+    second = run_audit(load_config(overrides=base + OTHER_PRECISION_MODEL))
+    return first, second
+
+
+OTHER_PRECISION_MODEL = ["variants.0.loss.alpha=0.9", "variants.0.loss.beta=0.1"]
+
+
+def test_a_run_after_a_review_of_an_older_version_compares_with_the_last_measurement(other_models):
+    # v001 and v002 measured, v003 records a review of v001 (carrying v001's evaluation): the
+    # next run's change log is against v002, the newest measurement, not v001 again.
+    from glassbox_audit import run_audit
+    from glassbox_audit.review import review_version
+
+    first, second = other_models
+    audits = first.path.parent.parent
+    review = review_version(audits, "tiny-models", first.path, "R", "approve", pdf=False)
+    base = tiny_overrides(audits.parent) + ["name=tiny-models", "xai.enabled=false", "report.pdf=false"]
+    third = run_audit(load_config(overrides=base + OTHER_PRECISION_MODEL))
+    assert (review.name, third.version) == ("v003", "v004")
+    assert json.loads(third.manifest.read_text())["previous_version"] == "v003"
+    with AuditStore(third.database, readonly=True) as store:
+        rows, changes = store.comparison(store.run()["id"])
+    assert {r["against_version"] for r in rows} == {"v002"}
+    assert all(r["delta"] == 0 for r in rows) and not [c for c in changes if c["what"].startswith("weights")]
+
+
+def test_diff_of_runs_with_different_models_reports_each_delta_and_weight_hash(other_models):
+    import numpy as np
+
+    first, second = other_models
+    result = CliRunner().invoke(cli, ["diff", "tiny-models", first.version, second.version, "--audits-dir",
+                                      str(first.path.parent.parent), "--json"], obj={})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+
+    def per_image(db):
+        with AuditStore(db, readonly=True) as store:
+            return ({e["model_name"]: e["model_sha256"] for e in store.evaluations(store.run()["id"])},
+                    {(r["model_name"], r["image_id"]): r for r in store.rows(
+                        "select e.model_name, m.* from image_metrics m join evaluations e on e.id = m.evaluation_id")})
+
+    sha_a, rows_a = per_image(first.database)
+    sha_b, rows_b = per_image(second.database)
+    # Only the retrained variant's weights changed, with the hashes each database records;
+    # nothing else did but the configuration.
+    assert sha_a["precision-optimized"] != sha_b["precision-optimized"]
+    assert [(c["what"], c["a"], c["b"]) for c in doc["changes"] if c["what"].startswith("weights ")] == [
+        ("weights precision-optimized", sha_a["precision-optimized"], sha_b["precision-optimized"])]
+    assert {c["what"] for c in doc["changes"]} == {"config sha256", "weights precision-optimized"}
+    # Each delta is the mean per-image change computed here straight from the two databases:
+    # its sign and size for the retrained variant, exactly zero for the two unchanged ones.
+    moved = 0
+    for m in doc["metrics"]:
+        keys = [k for k in rows_a if k[0] == m["model"]]
+        expected = float(np.mean([rows_b[k][m["metric"]] - rows_a[k][m["metric"]] for k in keys]))
+        assert m["delta"] == pytest.approx(expected, abs=1e-9), (m["model"], m["metric"])
+        assert np.sign(m["delta"]) == np.sign(expected)
+        assert m["significant"] == (m["ci_low"] > 0 or m["ci_high"] < 0)
+        if m["model"] != "precision-optimized":
+            assert m["delta"] == 0 and not m["significant"]
+        moved += m["delta"] != 0
+    assert moved > 0  # the retrained model really scores differently, so the signs above are tested
+    # The new version carries the same comparison, made automatically when it was built.
+    with AuditStore(second.database, readonly=True) as store:
+        stored, _ = store.comparison(store.run()["id"])
+    assert {(r["model"], r["metric"]): r["delta"] for r in stored} == pytest.approx(
+        {(m["model"], m["metric"]): m["delta"] for m in doc["metrics"]})

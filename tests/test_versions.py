@@ -124,3 +124,43 @@ def test_a_live_reservation_is_respected(tmp_path):
     (audit / ".reserved-v001").mkdir()
     (audit / ".reserved-v001" / "pid").write_text(str(os.getpid()))  # alive: this process
     assert build(tmp_path).name == "v002"
+
+
+def test_the_seal_lets_sha256sum_check_the_manifest(tmp_path):
+    import shutil
+    import subprocess
+
+    from glassbox_audit.versions import SEAL
+
+    b = build(tmp_path)
+    if not shutil.which("sha256sum"):
+        pytest.skip("sha256sum not installed")
+    out = subprocess.run(["sha256sum", "-c", SEAL], cwd=b.final, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "manifest.json: OK"
+
+
+def test_a_changed_byte_in_the_newest_manifest_is_caught_by_its_seal(tmp_path):
+    # No later version chains to the newest manifest yet, so only the seal can see this edit.
+    b = build(tmp_path)
+    manifest = b.final / MANIFEST
+    manifest.chmod(0o644)
+    manifest.write_text(manifest.read_text().replace('"created": "', '"created": "1', 1))
+    [report] = verify_path(b.final)
+    assert not report.ok and "manifest.sha256" in report.seal and report.changed == []
+
+
+def test_a_removed_seal_fails_but_a_manifest_from_before_seals_still_verifies(tmp_path):
+    import json
+
+    from glassbox_audit.versions import SEAL
+
+    b = build(tmp_path)
+    (b.final / SEAL).unlink()
+    [report] = verify_path(b.final)
+    assert not report.ok and report.seal == f"{SEAL} missing"
+    manifest = b.final / MANIFEST
+    manifest.chmod(0o644)
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "manifest_version": 1}))
+    [legacy] = verify_path(b.final)
+    assert legacy.ok and legacy.seal == "legacy"

@@ -22,11 +22,30 @@ from ..config import DataConfig, config_hash
 from ..errors import DataError
 from .imageio import printable
 
-__all__ = ["Discovery", "Sample", "ISIC_LAYOUTS", "discover"]
+__all__ = ["Discovery", "Sample", "ISIC_LAYOUTS", "discover", "ground_truth_statement"]
 
 log = logging.getLogger(__name__)
 
 PARTITIONS = ("train", "val", "test")
+
+# How each layout's masks were made, for the dossier's data sheet (CLAIM asks for it). A
+# folder of masks says nothing about its own making, so its statement comes from the user.
+GROUND_TRUTH = {
+    "synthetic": "Exact by construction: each mask is the lesion shape the synthetic layout drew into its "
+                 "image (no annotator, no disagreement). Figures on synthetic data test the pipeline, "
+                 "not clinical performance.",
+    "isic": "ISIC Challenge lesion masks as published by the challenge: made with a fully automated "
+            "method, semi-automated flood-fill or manual polygon tracing, and reviewed and curated by "
+            "practising dermatologists with expertise in dermoscopy. One mask per image; annotators "
+            "and method per image are not recorded, and inter-annotator variability is not measured.",
+}
+UNSTATED_GROUND_TRUTH = ("Not stated. Set data.ground_truth to say who drew the masks, with which tool and "
+                         "protocol, and how they were reviewed.")
+
+
+def ground_truth_statement(layout: str, stated: str = "") -> str:
+    """How the masks of a dataset were made: the user's own statement, else the layout's."""
+    return stated.strip() or GROUND_TRUTH.get(layout, UNSTATED_GROUND_TRUTH)
 
 
 @dataclass(frozen=True)

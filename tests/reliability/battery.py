@@ -921,6 +921,15 @@ def case_concurrent(sb: Sandbox, n: int = 2) -> Outcome:
     chain = [json.loads((v / MANIFEST).read_text()).get("previous_version") for v in versions]
     if chain != [None] + [v.name for v in versions[:-1]]:
         o.problems.append(f"the chain is not v001 <- v002 <- ...: {list(zip([v.name for v in versions], chain))}")
+    # Each version's change log compares it with the version its manifest chains to, even when
+    # that one was still being built as this run listed the audit's versions.
+    for v, prev in zip(versions, chain):
+        if prev and (v / "audit.sqlite").is_file():
+            conn = sqlite3.connect(f"file:{v / 'audit.sqlite'}?mode=ro", uri=True)
+            against = {r[0] for r in conn.execute("select distinct against_version from comparisons")}
+            conn.close()
+            if against != {prev}:
+                o.problems.append(f"{v.name} chains to {prev} but its change log compares with {sorted(against)}")
     no_new = leftovers(sb.audits)
     if no_new:
         o.problems.append(f"left behind: {no_new}")
