@@ -277,27 +277,63 @@ def _column_titles(fig: Figure, grid: _Grid, titles: Sequence[str]) -> None:
                  ha="center", va="bottom", fontsize=_TITLE_PT, linespacing=1.1)
 
 
-def _fit(image: np.ndarray, grid: _Grid, dpi: int) -> np.ndarray:
-    """Shrink ``image`` to twice the pixels its cell can show.
+class _Mosaic:
+    """Every cell image of a grid pasted into one RGBA picture at the figure's own pixel size,
+    drawn by a single axes.
 
-    Area averaging keeps thin FP/FN bands visible as a tint, where matplotlib's resampling of
-    a much larger image would alias them; it also keeps 16-row grids of full-size
-    dermoscopy images fast to render.
+    One axes per cell made a figure's cost grow with its cells (building an Axes with its
+    ticks takes ~20 ms, and an explanation grid has dozens): the images are resized here and
+    drawn once, pixel for pixel. Shrinking uses area averaging, which keeps thin FP/FN bands
+    visible as a tint where point sampling of a much larger image would alias them away.
     """
-    limit_w, limit_h = 2 * grid.cell_w * dpi, 2 * grid.cell_h * dpi
-    h, w = image.shape[:2]
-    factor = max(w / limit_w, h / limit_h)
-    if factor <= 1.0:
-        return image
-    size = (max(1, round(w / factor)), max(1, round(h / factor)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    def __init__(self, grid: _Grid, dpi: int):
+        self.grid, self.dpi = grid, dpi
+        self.pixels = np.zeros((round(grid.height * dpi), round(grid.width * dpi), 4), np.uint8)
+
+    def put(self, row: int, col: int, image: np.ndarray) -> None:
+        """Paste ``image`` (HxWx3 uint8 RGB, or HxWx4 RGBA) into cell ``(row, col)``, scaled
+        to fit and centred, as an equal-aspect imshow would letterbox it."""
+        left, bottom, width, height = self.grid.cell(row, col)
+        x0, y0 = round(left * self.dpi), round((self.grid.height - bottom - height) * self.dpi)
+        box_w, box_h = max(1, round(width * self.dpi)), max(1, round(height * self.dpi))
+        h, w = image.shape[:2]
+        factor = min(box_w / w, box_h / h)
+        size = (max(1, min(box_w, round(w * factor))), max(1, min(box_h, round(h * factor))))
+        resized = cv2.resize(np.ascontiguousarray(image), size,
+                             interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+        if resized.shape[2] == 3:
+            resized = np.dstack([resized, np.full(resized.shape[:2], 255, np.uint8)])
+        x0 += (box_w - size[0]) // 2
+        y0 += (box_h - size[1]) // 2
+        target = self.pixels[y0:y0 + size[1], x0:x0 + size[0]]
+        target[...] = resized[:target.shape[0], :target.shape[1]]
+
+    def draw(self, fig: Figure) -> None:
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0), zorder=-1)
+        ax.set_axis_off()
+        ax.imshow(self.pixels, interpolation="none", aspect="auto")
 
 
-def _draw_image(fig: Figure, grid: _Grid, row: int, col: int, image: np.ndarray, dpi: int, **imshow):
-    # The axes fill the cell; imshow's equal aspect then letterboxes images of other shapes.
-    ax = fig.add_axes(grid.frac(*grid.cell(row, col)))
-    ax.set_axis_off()
-    return ax.imshow(_fit(image, grid, dpi), interpolation="antialiased", **imshow)
+def _colour_map(values: np.ndarray, cmap, lo: float, hi: float) -> np.ndarray:
+    """``values`` through ``cmap`` on ``lo..hi`` as uint8 RGBA (NaN: transparent)."""
+    import matplotlib
+
+    colours = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    return colours((np.asarray(values, np.float32) - lo) / (hi - lo), bytes=True)
+
+
+def _colour_bar(fig: Figure, grid: _Grid, row: int, col: int, cmap, lo: float, hi: float):
+    """A colour bar beside cell ``(row, col)`` for ``cmap`` on ``lo..hi``."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    left, bottom, width, height = grid.cell(row, col)
+    cax = fig.add_axes(grid.frac(left + width + _CBAR_GAP, bottom + 0.1 * height, _CBAR_WIDTH, 0.8 * height))
+    bar = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=cax, ticks=[lo, (lo + hi) / 2, hi])
+    bar.ax.tick_params(labelsize=6, length=2, pad=1)
+    bar.outline.set_linewidth(0.5)
+    return bar
 
 
 def _outline_width(image: np.ndarray, grid: _Grid, dpi: int) -> int:
@@ -400,21 +436,23 @@ def save_batch_figure(path: str | Path, images: Sequence[np.ndarray], truths: Se
 
     fig = _new_figure(grid.width, grid.height, dpi, constrained=False)
     _column_titles(fig, grid, titles)
+    mosaic = _Mosaic(grid, dpi)
     for row in range(n):
         rgb = _as_rgb(images[row])
         _row_label(fig, grid, row, image_ids[row])
-        _draw_image(fig, grid, row, 0, rgb, dpi)
+        mosaic.put(row, 0, rgb)
         truth = _as_mask(truths[row], rgb.shape[:2], f"truths[{row}]")
         gt = mask_overlay(rgb, truth, GROUND_TRUTH_COLOUR, alpha=0.3, thickness=_outline_width(rgb, grid, dpi))
-        _draw_image(fig, grid, row, 1, gt, dpi)
+        mosaic.put(row, 1, gt)
         for k, model in enumerate(models, start=2):
-            _draw_image(fig, grid, row, k, error_overlay(rgb, truth, preds[model][row]), dpi)
+            mosaic.put(row, k, error_overlay(rgb, truth, preds[model][row]))
             if has_scores and model in scores:  # type: ignore[operator]
                 left, bottom, width, _ = grid.cell(row, k)
                 fig.text((left + width / 2) / grid.width, (bottom - 0.02) / grid.height,
                          _format_score(score_label, scores[model][row]),  # type: ignore[index]
                          ha="center", va="top", fontsize=_TEXT_PT)
 
+    mosaic.draw(fig)
     handles = [Patch(facecolor=np.array(GROUND_TRUTH_COLOUR) / 255, edgecolor="0.3", linewidth=0.5)]
     handles += [Patch(facecolor=np.array(ERROR_COLOURS[k]) / 255, edgecolor="0.3", linewidth=0.5) for k in ERROR_LABELS]
     fig.legend(handles, legend_labels, loc="lower center",
@@ -467,23 +505,20 @@ def save_probability_figure(path: str | Path, images: Sequence[np.ndarray], prob
 
     fig = _new_figure(grid.width, grid.height, dpi, constrained=False)
     _column_titles(fig, grid, titles)
+    mosaic = _Mosaic(grid, dpi)
     for row in range(n):
         _row_label(fig, grid, row, image_ids[row])
-        _draw_image(fig, grid, row, 0, _as_rgb(images[row]), dpi)
-        shown = None
+        mosaic.put(row, 0, _as_rgb(images[row]))
         for k, model in enumerate(models, start=1):
             prob = np.asarray(probs[model][row], dtype=np.float32)
             if prob.ndim == 3 and prob.shape[2] == 1:
                 prob = prob[:, :, 0]
             if prob.ndim != 2:
                 raise ValueError(f"probs[{model!r}][{row}] has shape {prob.shape}, expected HxW")
-            shown = _draw_image(fig, grid, row, k, prob, dpi, cmap=PROBABILITY_CMAP, vmin=0.0, vmax=1.0)
-        if shown is not None:
-            left, bottom, width, height = grid.cell(row, len(labels) - 1)
-            cax = fig.add_axes(grid.frac(left + width + _CBAR_GAP, bottom + 0.1 * height, _CBAR_WIDTH, 0.8 * height))
-            bar = fig.colorbar(shown, cax=cax, ticks=[0.0, 0.5, 1.0])
-            bar.ax.tick_params(labelsize=6, length=2, pad=1)
-            bar.outline.set_linewidth(0.5)
+            mosaic.put(row, k, _colour_map(prob, PROBABILITY_CMAP, 0.0, 1.0))
+        if models:
+            _colour_bar(fig, grid, row, len(labels) - 1, PROBABILITY_CMAP, 0.0, 1.0)
+    mosaic.draw(fig)
     if models:
         left, bottom, width, height = grid.cell(0, len(labels) - 1)
         # Left-aligned over the bar so it cannot run into the last model's title.

@@ -155,29 +155,21 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
 
     fig = _new_figure(grid.width, grid.height, dpi, constrained=False)
     overlays._column_titles(fig, grid, titles)
+    mosaic = overlays._Mosaic(grid, dpi)
     for row in range(n):
         rgb = overlays._as_rgb(images[row])
         h, w = rgb.shape[:2]
         overlays._row_label(fig, grid, row, image_ids[row])
-        ax = fig.add_axes(grid.frac(*grid.cell(row, 0)))
-        ax.set_axis_off()
-        ax.imshow(overlays._fit(rgb, grid, dpi), interpolation="antialiased")
-        shown = None
+        mosaic.put(row, 0, rgb)
+        grey = _grey(rgb).astype(np.float32)
         for col, maps in enumerate(columns.values(), start=1):
             heat = cv2.resize(_display(maps[row], kind), (w, h), interpolation=cv2.INTER_LINEAR)
-            ax = fig.add_axes(grid.frac(*grid.cell(row, col)))
-            ax.set_axis_off()
-            ax.imshow(overlays._fit(_grey(rgb), grid, dpi), interpolation="antialiased")
-            shown = ax.imshow(overlays._fit(heat, grid, dpi), cmap=_CMAP[kind], vmin=lo, vmax=1.0, alpha=alpha,
-                              interpolation="antialiased")
-        if shown is not None:
-            left, bot, width, height = grid.cell(row, len(labels) - 1)
-            cax = fig.add_axes(grid.frac(left + width + overlays._CBAR_GAP, bot + 0.1 * height,
-                                         overlays._CBAR_WIDTH, 0.8 * height))
-            cbar = fig.colorbar(shown, cax=cax, ticks=[lo, (lo + 1) / 2, 1.0])
-            cbar.solids.set_alpha(1.0)
-            cbar.ax.tick_params(labelsize=6, length=2, pad=1)
-            cbar.outline.set_linewidth(0.5)
+            colour = overlays._colour_map(heat, _CMAP[kind], lo, 1.0)[..., :3].astype(np.float32)
+            # The heatmap at ``alpha`` over the grey image, as imshow would composite it.
+            mosaic.put(row, col, np.rint((1 - alpha) * grey + alpha * colour).astype(np.uint8))
+        if columns:
+            overlays._colour_bar(fig, grid, row, len(labels) - 1, _CMAP[kind], lo, 1.0)
+    mosaic.draw(fig)
     left, bot, width, height = grid.cell(0, len(labels) - 1)
     fig.text((left + width + overlays._CBAR_GAP) / grid.width, (bot + height + 0.04) / grid.height,
              _BAR_LABEL[kind], ha="left", va="bottom", fontsize=_PT)
