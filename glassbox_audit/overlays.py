@@ -323,13 +323,18 @@ def _colour_map(values: np.ndarray, cmap, lo: float, hi: float) -> np.ndarray:
     return colours((np.asarray(values, np.float32) - lo) / (hi - lo), bytes=True)
 
 
-def _colour_bar(fig: Figure, grid: _Grid, row: int, col: int, cmap, lo: float, hi: float):
-    """A colour bar beside cell ``(row, col)`` for ``cmap`` on ``lo..hi``."""
+def _colour_bar(fig: Figure, grid: _Grid, col: int, cmap, lo: float, hi: float):
+    """One colour bar for ``cmap`` on ``lo..hi`` right of column ``col``, as tall as the rows
+    (every cell of the grid shares the scale, so one bar reads for all of them)."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    left, bottom, width, height = grid.cell(row, col)
-    cax = fig.add_axes(grid.frac(left + width + _CBAR_GAP, bottom + 0.1 * height, _CBAR_WIDTH, 0.8 * height))
+    left, _, width, height = grid.cell(0, col)
+    top = grid.cell(0, col)[1] + height
+    bottom = grid.cell(grid.rows - 1, col)[1]
+    span = top - bottom
+    inset = 0.1 * height if grid.rows == 1 else 0.02 * span
+    cax = fig.add_axes(grid.frac(left + width + _CBAR_GAP, bottom + inset, _CBAR_WIDTH, span - 2 * inset))
     bar = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=cax, ticks=[lo, (lo + hi) / 2, hi])
     bar.ax.tick_params(labelsize=6, length=2, pad=1)
     bar.outline.set_linewidth(0.5)
@@ -466,7 +471,7 @@ def save_probability_figure(path: str | Path, images: Sequence[np.ndarray], prob
     """Save each model's lesion-probability map next to its image.
 
     One row per image: the image, then for each model (in dict order) its probability map on
-    a fixed 0..1 perceptual colour scale, and a colour bar closing the row.
+    a fixed 0..1 perceptual colour scale, and one colour bar beside the rows.
 
     Parameters
     ----------
@@ -516,10 +521,9 @@ def save_probability_figure(path: str | Path, images: Sequence[np.ndarray], prob
             if prob.ndim != 2:
                 raise ValueError(f"probs[{model!r}][{row}] has shape {prob.shape}, expected HxW")
             mosaic.put(row, k, _colour_map(prob, PROBABILITY_CMAP, 0.0, 1.0))
-        if models:
-            _colour_bar(fig, grid, row, len(labels) - 1, PROBABILITY_CMAP, 0.0, 1.0)
     mosaic.draw(fig)
     if models:
+        _colour_bar(fig, grid, len(labels) - 1, PROBABILITY_CMAP, 0.0, 1.0)
         left, bottom, width, height = grid.cell(0, len(labels) - 1)
         # Left-aligned over the bar so it cannot run into the last model's title.
         fig.text((left + width + _CBAR_GAP) / grid.width, (bottom + height + 0.04) / grid.height,

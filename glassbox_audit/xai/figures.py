@@ -2,7 +2,7 @@
 
 * :func:`save_map_grid`: rows are images; the first column the image, then one heatmap
   overlay per column (per model for a method grid, per group or gate for a layer grid),
-  a colour bar closing each row, and the parameters printed under the figure.
+  one colour bar beside the rows, and the parameters printed under the figure.
 * :func:`save_curves_figure`, :func:`save_randomisation_figure`: the checks as charts.
 * :func:`render_xai_figures`: the single entry point, drawing all of them for an
   :class:`~glassbox_audit.xai.batch.XaiResult`.
@@ -167,9 +167,9 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
             colour = overlays._colour_map(heat, _CMAP[kind], lo, 1.0)[..., :3].astype(np.float32)
             # The heatmap at ``alpha`` over the grey image, as imshow would composite it.
             mosaic.put(row, col, np.rint((1 - alpha) * grey + alpha * colour).astype(np.uint8))
-        if columns:
-            overlays._colour_bar(fig, grid, row, len(labels) - 1, _CMAP[kind], lo, 1.0)
     mosaic.draw(fig)
+    if columns:
+        overlays._colour_bar(fig, grid, len(labels) - 1, _CMAP[kind], lo, 1.0)
     left, bot, width, height = grid.cell(0, len(labels) - 1)
     fig.text((left + width + overlays._CBAR_GAP) / grid.width, (bot + height + 0.04) / grid.height,
              _BAR_LABEL[kind], ha="left", va="bottom", fontsize=_PT)
