@@ -306,9 +306,27 @@ def _environment(templates: Path) -> jinja2.Environment:
     return env
 
 
-def _pdf_child(html_path: str, pdf_path: str) -> dict[str, float]:
-    import resource
+def _peak_memory_mb() -> float:
+    """This process's own peak resident memory, in MB.
 
+    Linux keeps ``ru_maxrss`` across ``exec``, so a renderer spawned from an audit process
+    holding TensorFlow would report the audit's size as its own; ``VmHWM`` belongs to the
+    process image alone.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _pdf_child(html_path: str, pdf_path: str) -> dict[str, float]:
     import weasyprint
 
     for noisy in ("weasyprint", "fontTools"):  # CSS it skips is not news for the audit log
@@ -316,8 +334,7 @@ def _pdf_child(html_path: str, pdf_path: str) -> dict[str, float]:
 
     t0 = time.perf_counter()
     weasyprint.HTML(filename=html_path, base_url=str(Path(html_path).parent)).write_pdf(pdf_path)
-    return {"seconds": time.perf_counter() - t0,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_memory_mb()}
 
 
 def write_pdf(html_path: Path, pdf_path: Path) -> dict[str, float]:

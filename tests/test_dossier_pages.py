@@ -153,3 +153,17 @@ def test_pdf_has_the_page_count_its_footers_and_contents_promise(two_runs):
         assert texts[page - 1].lstrip().startswith(chapter), f"{chapter}: not at the top of page {page}"
     # Chapters start on a new page, so the count is at least one page per chapter plus the cover.
     assert n >= len(chapters) + 1
+
+
+def test_pdf_renderer_reports_its_own_peak_memory_not_its_parents(tmp_path):
+    # The renderer is spawned from the audit process, which holds TensorFlow and the test set;
+    # Linux's ru_maxrss survives exec and would report the parent's size as the renderer's.
+    from glassbox_audit.report import write_pdf
+
+    ballast = np.ones(100_000_000)  # 800 MB resident in this (parent) process while the child runs
+    html = tmp_path / "small.html"
+    html.write_text("<html><body><h1>Small</h1><p>One page.</p></body></html>")
+    stats = write_pdf(html, tmp_path / "small.pdf")
+    assert float(ballast[-1]) == 1.0
+    assert 20 < stats["peak_mb"] < 600
+    assert len(pypdf.PdfReader(tmp_path / "small.pdf").pages) == 1
