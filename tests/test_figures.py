@@ -284,3 +284,31 @@ def test_wrapped_labels_break_model_names_at_underscores():
     assert charts._wrap("attention_unet_deep_supervision", 16) == "attention_unet_\ndeep_supervision"
     assert all(len(line) <= 8 for line in charts._wrap("abcdefghijklmnopqrstuvwxyz", 8).split("\n"))
     assert math.isclose(len(charts._wrap("x" * 50, 10, max_lines=2).split("\n")), 2)
+
+
+def test_mosaic_letterboxes_each_image_in_its_cell_like_an_equal_aspect_imshow():
+    grid = overlays._plan(1, 2, 1.0, 1, 0.0, 0.3, 0.0, 1.0)  # square cells
+    mosaic = overlays._Mosaic(grid, dpi=100)
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[..., 0] = 255
+    mosaic.put(0, 1, wide)
+    left, bottom, width, height = grid.cell(0, 1)
+    x0, y0 = round(left * 100), round((grid.height - bottom - height) * 100)
+    cell = mosaic.pixels[y0:y0 + round(height * 100), x0:x0 + round(width * 100)]
+    painted = cell[..., 3] == 255
+    rows, cols = np.flatnonzero(painted.any(axis=1)), np.flatnonzero(painted.any(axis=0))
+    assert cols.size == cell.shape[1]  # full width
+    assert abs(rows.size - cell.shape[0] / 4) <= 1  # a quarter of the height: aspect kept
+    assert abs((rows[0] + rows[-1]) / 2 - (cell.shape[0] - 1) / 2) <= 1  # centred
+    assert (cell[painted][:, :3] == (255, 0, 0)).all()
+    assert not mosaic.pixels[:, :x0][..., 3].any()  # the other cell stays empty
+
+
+def test_mosaic_shrinks_by_area_so_a_one_pixel_line_still_shows():
+    grid = overlays._plan(1, 1, 1.0, 1, 0.0, 0.3, 0.0, 1.0)
+    mosaic = overlays._Mosaic(grid, dpi=50)
+    image = np.full((2000, 2000, 3), 255, np.uint8)
+    image[:, 1001] = 0  # one dark column, 1/20 of a figure pixel or less once shrunk
+    mosaic.put(0, 0, image)
+    painted = mosaic.pixels[mosaic.pixels[..., 3] == 255][:, :3]
+    assert painted.min() < 250  # a visible tint, where point sampling would likely drop it
