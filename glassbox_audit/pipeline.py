@@ -47,10 +47,14 @@ class AuditResult:
     html: Path
     pdf: Path | None
     manifest: Path
-    summary: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> macro metrics
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # model -> averaging -> metric
     seconds: float = 0.0
     regressions: list = field(default_factory=list)  # MetricDelta rows beyond the tolerance
-    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # model -> averaging -> metric
+
+    @property
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Model -> macro (image-mean) metrics."""
+        return {name: m["macro"] for name, m in self.metrics.items()}
 
 
 def _settings_hash(cfg: AuditConfig) -> str:
@@ -149,8 +153,8 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
     templates = Path(cfg.report.templates) if cfg.report.templates else default_templates()
 
     if executor is None:
-        with make_executor(cfg.executor) as executor:
-            ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, executor)
+        with make_executor(cfg.executor) as own:
+            ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, own)
     else:
         ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, executor)
 
@@ -237,8 +241,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
     result = AuditResult(
         cfg.name, build.name, final, run_id, final / DATABASE, final / "dossier.html",
         final / "dossier.pdf" if cfg.report.pdf else None, final / "manifest.json",
-        {ev.name: ev.summary["macro"] for ev in evals}, time.perf_counter() - start, regressions,
-        {ev.name: ev.summary for ev in evals},
+        {ev.name: ev.summary for ev in evals}, time.perf_counter() - start, regressions,
     )
     log.info("audit %s %s finished in %.1f s", cfg.name, build.name, result.seconds)
     return result
