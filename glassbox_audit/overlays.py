@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import matplotlib
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -290,23 +293,34 @@ class _Mosaic:
     def __init__(self, grid: _Grid, dpi: int):
         self.grid, self.dpi = grid, dpi
         self.pixels = np.zeros((round(grid.height * dpi), round(grid.width * dpi), 4), np.uint8)
+        # Every cell has the grid's cell size.
+        self.box = (max(1, round(grid.cell_w * dpi)), max(1, round(grid.cell_h * dpi)))
+
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """``image`` at the size it takes in a cell (aspect kept); unchanged if already so.
+
+        Drawing code that composites several layers per cell can fit the image first and do
+        its work on cell-sized pixels instead of native ones.
+        """
+        (box_w, box_h), (h, w) = self.box, image.shape[:2]
+        factor = min(box_w / w, box_h / h)
+        size = (max(1, min(box_w, round(w * factor))), max(1, min(box_h, round(h * factor))))
+        if size == (w, h):
+            return image
+        return cv2.resize(np.ascontiguousarray(image), size,
+                          interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
 
     def put(self, row: int, col: int, image: np.ndarray) -> None:
         """Paste ``image`` (HxWx3 uint8 RGB, or HxWx4 RGBA) into cell ``(row, col)``, scaled
         to fit and centred, as an equal-aspect imshow would letterbox it."""
-        left, bottom, width, height = self.grid.cell(row, col)
-        x0, y0 = round(left * self.dpi), round((self.grid.height - bottom - height) * self.dpi)
-        box_w, box_h = max(1, round(width * self.dpi)), max(1, round(height * self.dpi))
-        h, w = image.shape[:2]
-        factor = min(box_w / w, box_h / h)
-        size = (max(1, min(box_w, round(w * factor))), max(1, min(box_h, round(h * factor))))
-        resized = cv2.resize(np.ascontiguousarray(image), size,
-                             interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+        left, bottom, _, height = self.grid.cell(row, col)
+        resized = self.fit(image)
         if resized.shape[2] == 3:
             resized = np.dstack([resized, np.full(resized.shape[:2], 255, np.uint8)])
-        x0 += (box_w - size[0]) // 2
-        y0 += (box_h - size[1]) // 2
-        target = self.pixels[y0:y0 + size[1], x0:x0 + size[0]]
+        (box_w, box_h), (h, w) = self.box, resized.shape[:2]
+        x0 = round(left * self.dpi) + (box_w - w) // 2
+        y0 = round((self.grid.height - bottom - height) * self.dpi) + (box_h - h) // 2
+        target = self.pixels[y0:y0 + h, x0:x0 + w]
         target[...] = resized[:target.shape[0], :target.shape[1]]
 
     def draw(self, fig: Figure) -> None:
@@ -317,8 +331,6 @@ class _Mosaic:
 
 def _colour_map(values: np.ndarray, cmap, lo: float, hi: float) -> np.ndarray:
     """``values`` through ``cmap`` on ``lo..hi`` as uint8 RGBA (NaN: transparent)."""
-    import matplotlib
-
     colours = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
     return colours((np.asarray(values, np.float32) - lo) / (hi - lo), bytes=True)
 
@@ -326,9 +338,6 @@ def _colour_map(values: np.ndarray, cmap, lo: float, hi: float) -> np.ndarray:
 def _colour_bar(fig: Figure, grid: _Grid, col: int, cmap, lo: float, hi: float):
     """One colour bar for ``cmap`` on ``lo..hi`` right of column ``col``, as tall as the rows
     (every cell of the grid shares the scale, so one bar reads for all of them)."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
     left, _, width, height = grid.cell(0, col)
     top = grid.cell(0, col)[1] + height
     bottom = grid.cell(grid.rows - 1, col)[1]

@@ -157,7 +157,9 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
     overlays._column_titles(fig, grid, titles)
     mosaic = overlays._Mosaic(grid, dpi)
     for row in range(n):
-        rgb = overlays._as_rgb(images[row])
+        # Composited at the cell's own size: the same picture as at native size, without the
+        # native-resolution float work per map (megapixels for full-size dermoscopy images).
+        rgb = mosaic.fit(overlays._as_rgb(images[row]))
         h, w = rgb.shape[:2]
         overlays._row_label(fig, grid, row, image_ids[row])
         mosaic.put(row, 0, rgb)
