@@ -43,6 +43,14 @@ def tiny_overrides(tmp: Path) -> list[str]:
 HOSTILE = "<script>alert('x')</script>"
 
 
+def flip_bit(path: Path, index: int = 0, bit: int = 0) -> None:
+    """Flip one bit of a (possibly read-only, sealed) file in place."""
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[index] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
 def tree_hashes(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}

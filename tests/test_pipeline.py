@@ -6,11 +6,12 @@ import logging
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pypdf
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_overrides, tree_hashes
+from conftest import flip_bit, tiny_overrides, tree_hashes
 from glassbox_audit.cli import cli
 from glassbox_audit.config import load_config
 from glassbox_audit.report import DISCLAIMER
@@ -282,19 +283,10 @@ def test_train_never_uses_stored_models_of_other_settings_by_name_and_says_so(tw
         obtain_models(other, load_dataset(other.data))
 
 
-def _flip_one_byte(path: Path, rng) -> None:
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
-    path.write_bytes(bytes(data))
-
-
 def test_verify_catches_one_flipped_byte_in_any_file_of_a_real_version(two_runs, tmp_path):
     # Every file of a sealed version in turn, the manifest and its seal included: a single bit
     # flipped anywhere is reported for that file, and restoring the byte makes the version whole.
     import shutil
-
-    import numpy as np
 
     from glassbox_audit.versions import MANIFEST, SEAL, verify_version
 
@@ -307,7 +299,7 @@ def test_verify_catches_one_flipped_byte_in_any_file_of_a_real_version(two_runs,
     for name in files:
         path = version / name
         original = path.read_bytes()
-        _flip_one_byte(path, rng)
+        flip_bit(path, int(rng.integers(len(original))), int(rng.integers(8)))
         report = verify_version(version)
         assert not report.ok, name
         if name in (MANIFEST, SEAL):
@@ -330,7 +322,7 @@ def other_models(two_runs):
     fine-tuned again under another Tversky weighting (the base and the other two unchanged)."""
     from glassbox_audit import run_audit
 
-    base = tiny_overrides(two_runs["tmp"]) + ["name=tiny-models", "xai.enabled=false", "report.pdf=false"]
+    base = tiny_models_overrides(two_runs["tmp"])
     first = run_audit(load_config(overrides=base))
     second = run_audit(load_config(overrides=base + OTHER_PRECISION_MODEL))
     return first, second
@@ -339,17 +331,21 @@ def other_models(two_runs):
 OTHER_PRECISION_MODEL = ["variants.0.loss.alpha=0.9", "variants.0.loss.beta=0.1"]
 
 
+def tiny_models_overrides(tmp: Path) -> list[str]:
+    """The tiny audit "tiny-models": no explanations or PDF, only the figures compared here."""
+    return tiny_overrides(tmp) + ["name=tiny-models", "xai.enabled=false", "report.pdf=false"]
+
+
 def test_a_run_after_a_review_of_an_older_version_compares_with_the_last_measurement(other_models):
     # v001 and v002 measured, v003 records a review of v001 (carrying v001's evaluation): the
     # next run's change log is against v002, the newest measurement, not v001 again.
     from glassbox_audit import run_audit
     from glassbox_audit.review import review_version
 
-    first, second = other_models
+    first, _ = other_models  # v002 is the second of these
     audits = first.path.parent.parent
     review = review_version(audits, "tiny-models", first.path, "R", "approve", pdf=False)
-    base = tiny_overrides(audits.parent) + ["name=tiny-models", "xai.enabled=false", "report.pdf=false"]
-    third = run_audit(load_config(overrides=base + OTHER_PRECISION_MODEL))
+    third = run_audit(load_config(overrides=tiny_models_overrides(audits.parent) + OTHER_PRECISION_MODEL))
     assert (review.name, third.version) == ("v003", "v004")
     assert json.loads(third.manifest.read_text())["previous_version"] == "v003"
     with AuditStore(third.database, readonly=True) as store:
@@ -359,8 +355,6 @@ def test_a_run_after_a_review_of_an_older_version_compares_with_the_last_measure
 
 
 def test_diff_of_runs_with_different_models_reports_each_delta_and_weight_hash(other_models):
-    import numpy as np
-
     first, second = other_models
     result = CliRunner().invoke(cli, ["diff", "tiny-models", first.version, second.version, "--audits-dir",
                                       str(first.path.parent.parent), "--json"], obj={})

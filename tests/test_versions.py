@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+from conftest import flip_bit
 from glassbox_audit.data.imageio import sha256_file
-from glassbox_audit.versions import MANIFEST, list_versions, new_version, verify_path, verify_version
+from glassbox_audit.versions import MANIFEST, SEAL, list_versions, new_version, verify_path, verify_version
 
 
 def build(audits, name="a", content="x"):
@@ -72,7 +73,7 @@ def test_verify_passes_a_sealed_version_and_its_chain(tmp_path):
 
 
 @pytest.mark.parametrize("tamper, field", [
-    (lambda v: _flip_byte(v / "sub" / "fig.png"), "changed"),
+    (lambda v: flip_bit(v / "sub" / "fig.png"), "changed"),
     (lambda v: (v / "sub" / "fig.png").unlink(), "removed"),
     (lambda v: (v / "extra.txt").write_text("new"), "added"),
 ])
@@ -91,13 +92,6 @@ def test_verify_reports_a_broken_chain(tmp_path):
     manifest.chmod(0o644)
     manifest.write_text(manifest.read_text().replace('"a"', '"b"'))
     assert "changed since" in verify_version(second.final).chain
-
-
-def _flip_byte(path):
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[0] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 def test_leftovers_of_a_killed_run_are_cleared_and_never_visible(tmp_path):
@@ -130,8 +124,6 @@ def test_the_seal_lets_sha256sum_check_the_manifest(tmp_path):
     import shutil
     import subprocess
 
-    from glassbox_audit.versions import SEAL
-
     b = build(tmp_path)
     if not shutil.which("sha256sum"):
         pytest.skip("sha256sum not installed")
@@ -150,10 +142,6 @@ def test_a_changed_byte_in_the_newest_manifest_is_caught_by_its_seal(tmp_path):
 
 
 def test_a_removed_seal_fails_but_a_manifest_from_before_seals_still_verifies(tmp_path):
-    import json
-
-    from glassbox_audit.versions import SEAL
-
     b = build(tmp_path)
     (b.final / SEAL).unlink()
     [report] = verify_path(b.final)
