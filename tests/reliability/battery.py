@@ -29,7 +29,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,8 @@ if str(TESTS) not in sys.path:  # the benchmark imports this module without pyte
     sys.path.insert(0, str(TESTS))
 
 from conftest import disc_pair, tiny_overrides  # noqa: E402
+from . import gate  # noqa: E402
+from .gate import GATED_MAIN  # noqa: E402
 
 from glassbox_audit.versions import MANIFEST, list_versions, verify_path  # noqa: E402
 
@@ -116,16 +117,21 @@ class Sandbox:
         exc = r.exception if r.exception is not None and not isinstance(r.exception, SystemExit) else None
         return Ran(r.exit_code, r.stdout, r.stderr, exc, time.perf_counter() - t0)
 
-    def spawn(self, args: list[str], preexec: Callable[[], None] | None = None) -> subprocess.Popen:
-        """Start ``python -m glassbox_audit ARGS`` as a real child process."""
+    def spawn(self, args: list[str], preexec: Callable[[], None] | None = None,
+              gate: tuple[str, Path] | None = None) -> subprocess.Popen:
+        """Start ``python -m glassbox_audit ARGS`` as a real child process; with ``gate``
+        (pattern, signal file), the same command gated as in :func:`gate.install`."""
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-        return subprocess.Popen([sys.executable, "-m", "glassbox_audit", *args], cwd=self.root, env=env,
+        command = (["-m", "glassbox_audit"] if gate is None
+                   else ["-c", GATED_MAIN, str(TESTS), gate[0], str(gate[1])])
+        return subprocess.Popen([sys.executable, *command, *args], cwd=self.root, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 errors="backslashreplace", preexec_fn=preexec)
 
-    def call(self, args: list[str], preexec: Callable[[], None] | None = None) -> Ran:
+    def call(self, args: list[str], preexec: Callable[[], None] | None = None,
+             gate: tuple[str, Path] | None = None) -> Ran:
         t0 = time.perf_counter()
-        p = self.spawn(args, preexec)
+        p = self.spawn(args, preexec, gate)
         out, err = p.communicate()
         return Ran(p.returncode, out, err, None, time.perf_counter() - t0)
 
@@ -642,38 +648,39 @@ def case_models(sb: Sandbox) -> list[Outcome]:
 # --- storage -----------------------------------------------------------------------------
 
 
-_LOCKER = textwrap.dedent("""
-    import glob, sqlite3, sys, time
-    pattern, hold = sys.argv[1], float(sys.argv[2])
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        found = glob.glob(pattern)
-        if found:
+def _lock_signal(sb: Sandbox) -> Path:
+    """A fresh signal file for one gated run (see ``gate``)."""
+    folder = sb.root / "gates"
+    folder.mkdir(exist_ok=True)
+    signal = folder / f"gate-{time.time_ns()}"
+    for p in (signal, signal.with_name(signal.name + ".part")):
+        p.unlink(missing_ok=True)
+    return signal
+
+
+def _gated_run(sb: Sandbox, pattern: str, hold: float, child: bool) -> tuple[Ran, str, str]:
+    """One run gated at the first database it opens matching ``pattern``, locked there by
+    another process for ``hold`` seconds (-1: until the run has ended); returns the run and
+    the locker's streams."""
+    signal = _lock_signal(sb)
+    other = gate.locker(signal, hold)
+    try:
+        if child:
+            ran = sb.call(sb.run_args(), gate=(pattern, signal))
+        else:
+            gate.install(pattern, str(signal))
             try:
-                conn = sqlite3.connect(found[0], timeout=60, isolation_level=None)
-                conn.execute("BEGIN EXCLUSIVE")
-                break
-            except sqlite3.Error:
-                pass
-        time.sleep(0.005)
-    else:
-        sys.exit(3)
-    print("locked", found[0], flush=True)
-    if hold < 0:
-        sys.stdin.readline()  # hold until told
-    else:
-        time.sleep(hold)
-    conn.execute("ROLLBACK")
-    print("released", flush=True)
-""")
+                ran = sb.invoke(sb.run_args())
+            finally:
+                gate.uninstall()
+    finally:
+        if not signal.exists():  # the run ended before opening the database: let the locker go
+            signal.write_text("")
+        out, err = other.communicate("release\n" if hold < 0 else None, timeout=gate.PATIENCE)
+    return ran, out, err
 
 
-def _locker(pattern: str, hold: float) -> subprocess.Popen:
-    """Another process that takes ``BEGIN EXCLUSIVE`` on the first file matching ``pattern``
-    as soon as it exists, holds it ``hold`` seconds (or until stdin gets a line, for -1)
-    and releases it without writing."""
-    return subprocess.Popen([sys.executable, "-c", _LOCKER, pattern, str(hold)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+_BUILDING = "*/.building-v*/audit.sqlite"
 
 
 def case_lock_wait(sb: Sandbox, hold: float = 3.0, target: str = "building") -> Outcome:
@@ -681,11 +688,8 @@ def case_lock_wait(sb: Sandbox, hold: float = 3.0, target: str = "building") -> 
     last version's, read for the comparison) is locked by another process for ``hold``
     seconds waits for the lock and finishes."""
     before = snapshot(sb.audits)
-    pattern = (str(sb.audits / AUDIT / ".building-v*" / "audit.sqlite") if target == "building"
-               else str(visible_versions(sb.audits)[-1] / "audit.sqlite"))
-    locker = _locker(pattern, hold)
-    ran = sb.call(sb.run_args())
-    lock_out, lock_err = locker.communicate(timeout=120)
+    pattern = _BUILDING if target == "building" else str(visible_versions(sb.audits)[-1] / "audit.sqlite")
+    ran, lock_out, lock_err = _gated_run(sb, pattern, hold, child=True)
     what = "the new version's database (being written)" if target == "building" else "the previous version's database"
     o = Outcome(f"database locked {hold:g} s ({target})",
                 f"another process holds BEGIN EXCLUSIVE on {what} for {hold:g} s during a run")
@@ -704,21 +708,19 @@ def case_lock_timeout(sb: Sandbox, busy_timeout: float = 2.0) -> Outcome:
     from glassbox_audit import store
 
     before = snapshot(sb.audits)
-    locker = _locker(str(sb.audits / AUDIT / ".building-v*" / "audit.sqlite"), -1)
     saved = store.BUSY_TIMEOUT
     store.BUSY_TIMEOUT = busy_timeout
     try:
-        ran = sb.invoke(sb.run_args())
+        ran, lock_out, lock_err = _gated_run(sb, _BUILDING, -1, child=False)
     finally:
         store.BUSY_TIMEOUT = saved
-        lock_out, _ = locker.communicate("release\n", timeout=60)
     o = Outcome("database locked past timeout",
                 f"another process holds BEGIN EXCLUSIVE on the new version's database longer than the "
                 f"busy timeout ({busy_timeout:g} s here, {saved:g} s in use)")
     expect_error(o, ran, "audit.sqlite", "database is locked")
     no_new_version(o, sb.audits, before)
     if "locked" not in lock_out:
-        o.problems.append("the other process never got the lock")
+        o.problems.append(f"the other process never got the lock ({lock_err.strip()[-200:]})")
     return settle(o, sb.audits, before)
 
 
@@ -727,17 +729,13 @@ def case_lock_timeout_child(sb: Sandbox) -> Outcome:
     from glassbox_audit.store import BUSY_TIMEOUT
 
     before = snapshot(sb.audits)
-    locker = _locker(str(sb.audits / AUDIT / ".building-v*" / "audit.sqlite"), -1)
-    try:
-        ran = sb.call(sb.run_args())
-    finally:
-        lock_out, _ = locker.communicate("release\n", timeout=60)
+    ran, lock_out, lock_err = _gated_run(sb, _BUILDING, -1, child=True)
     o = Outcome(f"database locked past {BUSY_TIMEOUT:g} s",
-                f"another process holds BEGIN EXCLUSIVE on the new version's database until the run ends")
+                "another process holds BEGIN EXCLUSIVE on the new version's database until the run ends")
     expect_error(o, ran, "audit.sqlite", "database is locked", whole_stderr=True)
     no_new_version(o, sb.audits, before)
     if "locked" not in lock_out:
-        o.problems.append("the other process never got the lock")
+        o.problems.append(f"the other process never got the lock ({lock_err.strip()[-200:]})")
     return settle(o, sb.audits, before)
 
 
