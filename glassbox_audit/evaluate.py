@@ -199,19 +199,23 @@ def evaluate_shard(models: Iterable, ds: Dataset, input_size: int, cfg: EvalConf
                        [np.array(c).reshape(-1, len(thresholds), 4) for c in curves], seconds)
 
 
+def _joined(parts: list[np.ndarray], *shape: int, dtype=float) -> np.ndarray:
+    """Shard arrays end to end as rows of ``shape`` (no shards: zero rows)."""
+    return np.concatenate(parts).reshape(-1, *shape) if parts else np.zeros((0, *shape), dtype)
+
+
 def merge_shards(models: Iterable, shards: Iterable[ShardResult], cfg: EvalConfig) -> list[ModelEvaluation]:
     """One :class:`ModelEvaluation` per model from shards in any order (sorted by batch here)."""
     models = list(models)
     shards = sorted(shards, key=lambda s: s.batches[0] if s.batches else -1)
     thresholds = curve_thresholds(cfg)
     ids = [i for s in shards for i in s.ids]
-    batch_of = np.concatenate([s.batch_index for s in shards]) if shards else np.zeros(0, int)
-    sizes = np.concatenate([s.sizes for s in shards]).reshape(-1, 2) if shards else np.zeros((0, 2), int)
+    batch_of = _joined([s.batch_index for s in shards], dtype=int)
+    sizes = _joined([s.sizes for s in shards], 2, dtype=int)
     results = []
     for k, m in enumerate(models):
-        counts = np.concatenate([s.counts[k] for s in shards]).reshape(-1, 4) if shards else np.zeros((0, 4))
-        curves = (np.concatenate([s.curves[k] for s in shards]).reshape(-1, len(thresholds), 4) if shards
-                  else np.zeros((0, len(thresholds), 4)))
+        counts = _joined([s.counts[k] for s in shards], 4)
+        curves = _joined([s.curves[k] for s in shards], len(thresholds), 4)
         ev = ModelEvaluation(m.name, m.sha256, list(ids), batch_of, sizes, counts, cfg.threshold,
                              cfg.jaccard_threshold, sum(s.seconds[k] for s in shards),
                              curve_thresholds=thresholds, curve_counts=curves)
