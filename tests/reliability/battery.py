@@ -652,10 +652,7 @@ def _lock_signal(sb: Sandbox) -> Path:
     """A fresh signal file for one gated run (see ``gate``)."""
     folder = sb.root / "gates"
     folder.mkdir(exist_ok=True)
-    signal = folder / f"gate-{time.time_ns()}"
-    for p in (signal, signal.with_name(signal.name + ".part")):
-        p.unlink(missing_ok=True)
-    return signal
+    return folder / f"gate-{time.time_ns()}"
 
 
 def _gated_run(sb: Sandbox, pattern: str, hold: float, child: bool) -> tuple[Ran, str, str]:
