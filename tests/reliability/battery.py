@@ -44,7 +44,6 @@ if str(TESTS) not in sys.path:  # the benchmark imports this module without pyte
 
 from conftest import disc_pair, tiny_overrides  # noqa: E402
 from . import gate  # noqa: E402
-from .gate import GATED_MAIN  # noqa: E402
 
 from glassbox_audit.versions import MANIFEST, list_versions, verify_path  # noqa: E402
 
@@ -118,20 +117,20 @@ class Sandbox:
         return Ran(r.exit_code, r.stdout, r.stderr, exc, time.perf_counter() - t0)
 
     def spawn(self, args: list[str], preexec: Callable[[], None] | None = None,
-              gate: tuple[str, Path] | None = None) -> subprocess.Popen:
-        """Start ``python -m glassbox_audit ARGS`` as a real child process; with ``gate``
+              gated: tuple[str, Path] | None = None) -> subprocess.Popen:
+        """Start ``python -m glassbox_audit ARGS`` as a real child process; with ``gated``
         (pattern, signal file), the same command gated as in :func:`gate.install`."""
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-        command = (["-m", "glassbox_audit"] if gate is None
-                   else ["-c", GATED_MAIN, str(TESTS), gate[0], str(gate[1])])
+        command = (["-m", "glassbox_audit"] if gated is None
+                   else ["-c", gate.GATED_MAIN, str(TESTS), gated[0], str(gated[1])])
         return subprocess.Popen([sys.executable, *command, *args], cwd=self.root, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 errors="backslashreplace", preexec_fn=preexec)
 
     def call(self, args: list[str], preexec: Callable[[], None] | None = None,
-             gate: tuple[str, Path] | None = None) -> Ran:
+             gated: tuple[str, Path] | None = None) -> Ran:
         t0 = time.perf_counter()
-        p = self.spawn(args, preexec, gate)
+        p = self.spawn(args, preexec, gated)
         out, err = p.communicate()
         return Ran(p.returncode, out, err, None, time.perf_counter() - t0)
 
@@ -648,22 +647,16 @@ def case_models(sb: Sandbox) -> list[Outcome]:
 # --- storage -----------------------------------------------------------------------------
 
 
-def _lock_signal(sb: Sandbox) -> Path:
-    """A fresh signal file for one gated run (see ``gate``)."""
-    folder = sb.root / "gates"
-    folder.mkdir(exist_ok=True)
-    return folder / f"gate-{time.time_ns()}"
-
-
 def _gated_run(sb: Sandbox, pattern: str, hold: float, child: bool) -> tuple[Ran, str, str]:
     """One run gated at the first database it opens matching ``pattern``, locked there by
     another process for ``hold`` seconds (-1: until the run has ended); returns the run and
     the locker's streams."""
-    signal = _lock_signal(sb)
+    (sb.root / "gates").mkdir(exist_ok=True)
+    signal = sb.root / "gates" / f"gate-{time.time_ns()}"  # fresh for this run
     other = gate.locker(signal, hold)
     try:
         if child:
-            ran = sb.call(sb.run_args(), gate=(pattern, signal))
+            ran = sb.call(sb.run_args(), gated=(pattern, signal))
         else:
             gate.install(pattern, str(signal))
             try:

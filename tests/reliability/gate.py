@@ -23,7 +23,7 @@ import textwrap
 import time
 from pathlib import Path
 
-__all__ = ["GATED_MAIN", "install", "locker", "wait_until_locked"]
+__all__ = ["GATED_MAIN", "PATIENCE", "install", "locker", "uninstall", "wait_until_locked"]
 
 # How long either side waits for the other before failing loudly instead of hanging.
 PATIENCE = 120.0
