@@ -1,7 +1,11 @@
 """The audit configuration: one tree of dataclasses, loaded from TOML and overridden by flags.
 
-Every value is checked once, here, so later stages can trust it. Errors name the dotted key
-(``train.epochs``) or the path at fault, never a Python type.
+Every value is checked once, when the tree is built, so later stages can trust it: each section
+checks its own fields (``TrainConfig.validate("train")``, as ``XaiSettings`` does) and
+``AuditConfig`` adds only what spans sections. Errors name the dotted key (``train.epochs``) or
+the path at fault, never a Python type. Whether ``llm.model`` names a model the runtime knows is
+checked by ``glassbox_audit.llm.runtime.check_settings``: the table lives with the LLM code, which
+loading a config does not import.
 
 Example::
 
@@ -52,6 +56,11 @@ ACCEPTANCE_METRICS = ("dice", "iou", "precision", "recall", "f1", "pixel_accurac
                       "thresholded_jaccard", "lesion_detection_rate")
 
 
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
 @dataclass
 class SyntheticConfig:
     """The embedded default dataset: dermoscopy-like images generated from a seed."""
@@ -62,6 +71,13 @@ class SyntheticConfig:
     height: int = 168
     width: int = 224
     seed: int = 2018
+
+    def validate(self, key: str) -> None:
+        for name in ("n_train", "n_val", "n_test"):
+            _check(getattr(self, name) > 0, f"{key}.{name}", f"must be positive, got {getattr(self, name)}")
+        for name in ("height", "width"):
+            _check(16 <= getattr(self, name) <= 4096, f"{key}.{name}",
+                   f"must be in 16..4096, got {getattr(self, name)}")
 
 
 @dataclass
@@ -78,6 +94,14 @@ class FolderConfig:
     splits: str = ""  # folder with train.txt / val.txt / test.txt (one stem per line); empty: random
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.val_fraction < 1, f"{key}.val_fraction", "must be in [0, 1)")
+        _check(0 < self.test_fraction < 1, f"{key}.test_fraction", "must be in (0, 1)")
+        _check(self.val_fraction + self.test_fraction < 1, f"{key}.test_fraction",
+               "plus val_fraction must be below 1")
+        _check(all(e.startswith(".") for e in self.image_exts), f"{key}.image_exts", "entries must start with '.'")
+        _check(not self.mask_ext or self.mask_ext.startswith("."), f"{key}.mask_ext", "must start with '.'")
 
 
 @dataclass
@@ -102,6 +126,21 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
 
+    def validate(self, key: str) -> None:
+        if self.layout in ("isic", "folder"):
+            _check(bool(self.root), f"{key}.root", f"is required for the {self.layout!r} layout")
+            if not Path(self.root).is_dir():
+                raise ConfigError(f"config key '{key}.root': folder {self.root} does not exist")
+        _check(0 <= self.mask_threshold < 255, f"{key}.mask_threshold",
+               f"must be in 0..254, got {self.mask_threshold}")
+        _check(0 <= self.max_ambiguous_fraction <= 1, f"{key}.max_ambiguous_fraction", "must be in [0, 1]")
+        _check(0 < self.val_from_train_fraction < 1, f"{key}.val_from_train_fraction", "must be in (0, 1)")
+        _check(self.limit >= 0, f"{key}.limit", f"must be 0 (all) or positive, got {self.limit}")
+        # Both sub-tables are checked whatever the layout, so a mistake in the one not in use
+        # is still refused.
+        self.synthetic.validate(f"{key}.synthetic")
+        self.folder.validate(f"{key}.folder")
+
 
 @dataclass
 class AugmentConfig:
@@ -118,6 +157,12 @@ class AugmentConfig:
     saturation: float = 0.15
     hue: float = 0.03  # max hue shift, in turns
 
+    def validate(self, key: str) -> None:
+        _check(0 < self.min_scale <= 1, f"{key}.min_scale", "must be in (0, 1]")
+        for name in ("brightness", "contrast", "saturation"):
+            _check(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be in [0, 1)")
+        _check(0 <= self.hue <= 0.5, f"{key}.hue", "must be in [0, 0.5]")
+
 
 @dataclass
 class ModelConfig:
@@ -130,6 +175,16 @@ class ModelConfig:
     bottleneck_attention: bool = True
     norm: Literal["batch", "group", "none"] = "batch"
     dropout: float = 0.1
+
+    def validate(self, key: str) -> None:
+        _check(1 <= self.depth <= 6, f"{key}.depth", f"must be in 1..6, got {self.depth}")
+        _check(self.input_size > 0, f"{key}.input_size", f"must be positive, got {self.input_size}")
+        _check(self.input_size % (2 ** self.depth) == 0, f"{key}.input_size",
+               f"must be a multiple of 2**{key}.depth = {2 ** self.depth}, got {self.input_size}")
+        _check(self.base_filters > 0, f"{key}.base_filters", f"must be positive, got {self.base_filters}")
+        _check(self.norm != "group" or self.base_filters % 4 == 0, f"{key}.base_filters",
+               "must be a multiple of 4 with group normalisation")
+        _check(0 <= self.dropout < 1, f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -147,12 +202,25 @@ class LossConfig:
     dice_weight: float = 0.5
     bce_weight: float = 0.0
 
+    def validate(self, key: str) -> None:
+        # alpha and beta are judged together, so the message names the loss table itself.
+        _check(self.alpha >= 0 and self.beta >= 0, key, "alpha and beta must be >= 0")
+        _check(self.alpha + self.beta > 0, key, "alpha + beta must be positive")
+        _check(0 <= self.dice_weight <= 1, f"{key}.dice_weight", "must be in [0, 1]")
+        _check(self.bce_weight >= 0, f"{key}.bce_weight", "must be >= 0")
+
 
 @dataclass
 class VariantConfig:
     name: str = "balanced"
     description: str = ""
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def validate(self, key: str) -> None:
+        # The name becomes part of file names and database keys; uniqueness across the list
+        # is AuditConfig's to check.
+        _check(bool(SAFE_NAME.match(self.name)), f"{key}.name", f"must be a simple name, got {self.name!r}")
+        self.loss.validate(f"{key}.loss")
 
 
 def default_variants() -> list[VariantConfig]:
@@ -192,6 +260,16 @@ class TrainConfig:
     )
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def validate(self, key: str) -> None:
+        for name in ("epochs", "batch_size"):
+            _check(getattr(self, name) > 0, f"{key}.{name}", f"must be positive, got {getattr(self, name)}")
+        _check(self.finetune_epochs >= 0, f"{key}.finetune_epochs", "must be 0 or positive")
+        _check(self.patience > 0, f"{key}.patience", "must be positive")
+        _check(self.learning_rate > 0, f"{key}.learning_rate", "must be positive")
+        _check(self.finetune_learning_rate > 0, f"{key}.finetune_learning_rate", "must be positive")
+        self.base_loss.validate(f"{key}.base_loss")
+        self.augment.validate(f"{key}.augment")
+
 
 @dataclass
 class EvalConfig:
@@ -218,6 +296,23 @@ class EvalConfig:
     regression_tolerance: float = 0.01
     regression_metrics: list[str] = field(default_factory=lambda: ["dice", "iou"])
 
+    def validate(self, key: str) -> None:
+        """Own fields only: whether ``reference_variant`` names a variant is AuditConfig's check."""
+        _check(self.batch_size > 0, f"{key}.batch_size", f"must be positive, got {self.batch_size}")
+        _check(0 < self.threshold < 1, f"{key}.threshold", f"must be in (0, 1), got {self.threshold}")
+        _check(0 <= self.jaccard_threshold <= 1, f"{key}.jaccard_threshold", "must be in [0, 1]")
+        _check(self.regression_tolerance >= 0, f"{key}.regression_tolerance", "must be >= 0")
+        known = ("dice", "iou", "precision", "recall", "specificity", "jaccard_thresholded")
+        bad = [m for m in self.regression_metrics if m not in known]
+        _check(not bad, f"{key}.regression_metrics", f"must be among {', '.join(known)}, got {bad}")
+        _check(bool(self.auto_select) and all(a in ("mean", "worst", "best") for a in self.auto_select),
+               f"{key}.auto_select", f"must list some of 'mean', 'worst', 'best', got {self.auto_select}")
+        _check(all(b >= 0 for b in self.selected_batches), f"{key}.selected_batches",
+               "must be batch indices >= 0")
+        _check(2 <= self.curve_points <= 99, f"{key}.curve_points", f"must be in 2..99, got {self.curve_points}")
+        _check(all(p in ("largest_component", "fill_holes") for p in self.postprocess), f"{key}.postprocess",
+               f"must list some of 'largest_component', 'fill_holes', got {self.postprocess}")
+
 
 @dataclass
 class ReportConfig:
@@ -233,6 +328,19 @@ class ReportConfig:
     # Acceptance criteria shown as pass/fail in the summary: "<metric> <op> <value>", where the
     # metric is a macro (image-mean) metric or thresholded_jaccard / lesion_detection_rate.
     acceptance: list[str] = field(default_factory=lambda: ["dice >= 0.85", "thresholded_jaccard >= 0.75"])
+
+    def validate(self, key: str) -> None:
+        _check(self.max_gallery >= 0, f"{key}.max_gallery", "must be 0 (no gallery) or positive")
+        _check(30 <= self.figure_dpi <= 600, f"{key}.figure_dpi", "must be in 30..600")
+        _check(0.2 <= self.figure_scale <= 5, f"{key}.figure_scale", "must be in 0.2..5")
+        _check(self.max_listed_files >= 0, f"{key}.max_listed_files", "must be 0 or positive")
+        for i, text in enumerate(self.acceptance):
+            m = ACCEPTANCE.match(text)
+            _check(bool(m) and m.group(1) in ACCEPTANCE_METRICS, f"{key}.acceptance.{i}",
+                   f"must look like 'dice >= 0.85' with a metric among {', '.join(ACCEPTANCE_METRICS)}, "
+                   f"got {text!r}")
+        if self.templates and not Path(self.templates).is_dir():
+            raise ConfigError(f"config key '{key}.templates': folder {self.templates} does not exist")
 
 
 def default_questions() -> list[str]:
@@ -254,7 +362,7 @@ class LlmConfig:
 
     enabled: bool = True  # answer standard_questions into every new version's appendix
     # "auto": TinyLlama 1.1B Chat when fetched (glassbox-audit llm fetch), else the packaged default;
-    # or a key of glassbox_audit.llm.KNOWN_MODELS.
+    # or a key of glassbox_audit.llm.KNOWN_MODELS (checked by glassbox_audit.llm.runtime.check_settings).
     model: str = "auto"
     gguf: str = ""  # any GGUF file instead; then sha256 is required
     sha256: str = ""  # pinned hash of the GGUF (a file that differs is refused)
@@ -262,6 +370,20 @@ class LlmConfig:
     threads: int = 2  # 0: all cores
     max_tokens: int = 128
     standard_questions: list[str] = field(default_factory=default_questions)
+
+    def validate(self, key: str) -> None:
+        """What needs no LLM code; ``llm.runtime.check_settings`` checks the model name is known."""
+        _check(self.model == "auto" or bool(SAFE_NAME.match(self.model)), f"{key}.model",
+               f"must be 'auto' or a simple name, got {self.model!r}")
+        _check(not self.sha256 or bool(re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256)), f"{key}.sha256",
+               f"must be 64 hex digits, got {self.sha256!r}")
+        _check(not self.gguf or bool(self.sha256), f"{key}.sha256",
+               f"is required when {key}.gguf is set (pin the file's hash)")
+        _check(256 <= self.n_ctx <= 32768, f"{key}.n_ctx", f"must be in 256..32768, got {self.n_ctx}")
+        _check(self.threads >= 0, f"{key}.threads", f"must be 0 (all cores) or positive, got {self.threads}")
+        _check(16 <= self.max_tokens <= 1024, f"{key}.max_tokens", f"must be in 16..1024, got {self.max_tokens}")
+        _check(all(t.strip() for t in self.standard_questions), f"{key}.standard_questions",
+               "must not hold empty questions")
 
 
 @dataclass
@@ -285,6 +407,18 @@ class ExecutorConfig:
     tf_threads: int = 1  # TensorFlow intra- and inter-op threads in each worker; 0: TensorFlow's default
     connect_timeout: float = 30.0  # seconds to reach the scheduler
 
+    def validate(self, key: str) -> None:
+        _check(self.n_workers > 0, f"{key}.n_workers", f"must be positive, got {self.n_workers}")
+        _check(self.shards >= 0, f"{key}.shards", f"must be 0 (automatic) or positive, got {self.shards}")
+        _check(self.retries >= 0, f"{key}.retries", f"must be 0 or positive, got {self.retries}")
+        _check(self.allowed_failures >= 0, f"{key}.allowed_failures",
+               f"must be 0 or positive, got {self.allowed_failures}")
+        _check(self.tf_threads >= 0, f"{key}.tf_threads",
+               f"must be 0 (TensorFlow's default) or positive, got {self.tf_threads}")
+        _check(self.connect_timeout > 0, f"{key}.connect_timeout", "must be positive")
+        _check(not self.scheduler or "://" in self.scheduler or ":" in self.scheduler, f"{key}.scheduler",
+               f"must be a scheduler address like 'tcp://host:8786', got {self.scheduler!r}")
+
 
 @dataclass
 class AuditConfig:
@@ -302,7 +436,44 @@ class AuditConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
-        validate(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse impossible values with a message naming the key: each section checks itself
+        under its key, in the order of the tree; this adds the checks that span sections."""
+        _check(bool(SAFE_NAME.match(self.name)), "name",
+               f"must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, got {self.name!r}")
+        self.data.validate("data")
+        self.model.validate("model")
+        self.train.validate("train")
+        names = self._validate_variants("variants")
+        self.evaluate.validate("evaluate")
+        _check(not self.evaluate.reference_variant or self.evaluate.reference_variant in names,
+               "evaluate.reference_variant",
+               f"must name a variant ({', '.join(names)}), got {self.evaluate.reference_variant!r}")
+        _validate_xai(self.xai, "xai")
+        self.report.validate("report")
+        self.executor.validate("executor")
+        self.llm.validate("llm")
+
+    def _validate_variants(self, key: str) -> list[str]:
+        """Check the list as a whole, then each variant; the names, for the checks that refer to them."""
+        _check(len(self.variants) > 0, key, "must list at least one variant")
+        names = [v.name for v in self.variants]
+        _check(len(set(names)) == len(names), key, f"names must be unique, got {names}")
+        for i, v in enumerate(self.variants):
+            v.validate(f"{key}.{i}")
+        return names
+
+
+def _validate_xai(settings: XaiSettings, key: str) -> None:
+    # XaiSettings stays free of this module (it raises ValueError "<key> <message>"); turn its
+    # message into the config's own form.
+    try:
+        settings.validate(key)
+    except ValueError as exc:
+        dotted, _, message = str(exc).partition(" ")
+        raise ConfigError(f"config key '{dotted}' {message}") from None
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -446,133 +617,3 @@ def _merge(tree: dict[str, Any], loaded: dict[str, Any], prefix: str) -> None:
             _merge(tree[key], value, dotted)
         else:
             tree[key] = value  # lists (variants) replace the default list whole
-
-
-# --- validation ------------------------------------------------------------------------
-
-
-def _check(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"config key '{key}' {message}")
-
-
-def validate(cfg: AuditConfig) -> None:
-    """Refuse impossible values with a message naming the key."""
-    _check(bool(SAFE_NAME.match(cfg.name)), "name",
-           f"must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, got {cfg.name!r}")
-    d = cfg.data
-    if d.layout in ("isic", "folder"):
-        _check(bool(d.root), "data.root", f"is required for the {d.layout!r} layout")
-        if not Path(d.root).is_dir():
-            raise ConfigError(f"config key 'data.root': folder {d.root} does not exist")
-    _check(0 <= d.mask_threshold < 255, "data.mask_threshold", f"must be in 0..254, got {d.mask_threshold}")
-    _check(0 <= d.max_ambiguous_fraction <= 1, "data.max_ambiguous_fraction", "must be in [0, 1]")
-    _check(0 < d.val_from_train_fraction < 1, "data.val_from_train_fraction", "must be in (0, 1)")
-    _check(d.limit >= 0, "data.limit", f"must be 0 (all) or positive, got {d.limit}")
-    s = d.synthetic
-    for name in ("n_train", "n_val", "n_test"):
-        _check(getattr(s, name) > 0, f"data.synthetic.{name}", f"must be positive, got {getattr(s, name)}")
-    for name in ("height", "width"):
-        _check(16 <= getattr(s, name) <= 4096, f"data.synthetic.{name}", f"must be in 16..4096, got {getattr(s, name)}")
-    f = d.folder
-    _check(0 <= f.val_fraction < 1, "data.folder.val_fraction", "must be in [0, 1)")
-    _check(0 < f.test_fraction < 1, "data.folder.test_fraction", "must be in (0, 1)")
-    _check(f.val_fraction + f.test_fraction < 1, "data.folder.test_fraction", "plus val_fraction must be below 1")
-    _check(all(e.startswith(".") for e in f.image_exts), "data.folder.image_exts", "entries must start with '.'")
-    _check(not f.mask_ext or f.mask_ext.startswith("."), "data.folder.mask_ext", "must start with '.'")
-
-    m = cfg.model
-    _check(1 <= m.depth <= 6, "model.depth", f"must be in 1..6, got {m.depth}")
-    _check(m.input_size > 0, "model.input_size", f"must be positive, got {m.input_size}")
-    _check(m.input_size % (2 ** m.depth) == 0, "model.input_size",
-           f"must be a multiple of 2**model.depth = {2 ** m.depth}, got {m.input_size}")
-    _check(m.base_filters > 0, "model.base_filters", f"must be positive, got {m.base_filters}")
-    _check(m.norm != "group" or m.base_filters % 4 == 0, "model.base_filters",
-           "must be a multiple of 4 with group normalisation")
-    _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-
-    t = cfg.train
-    for name in ("epochs", "batch_size"):
-        _check(getattr(t, name) > 0, f"train.{name}", f"must be positive, got {getattr(t, name)}")
-    _check(t.finetune_epochs >= 0, "train.finetune_epochs", "must be 0 or positive")
-    _check(t.patience > 0, "train.patience", "must be positive")
-    _check(t.learning_rate > 0, "train.learning_rate", "must be positive")
-    _check(t.finetune_learning_rate > 0, "train.finetune_learning_rate", "must be positive")
-    _validate_loss(t.base_loss, "train.base_loss")
-    a = t.augment
-    _check(0 < a.min_scale <= 1, "train.augment.min_scale", "must be in (0, 1]")
-    for name in ("brightness", "contrast", "saturation"):
-        _check(0 <= getattr(a, name) < 1, f"train.augment.{name}", "must be in [0, 1)")
-    _check(0 <= a.hue <= 0.5, "train.augment.hue", "must be in [0, 0.5]")
-
-    _check(len(cfg.variants) > 0, "variants", "must list at least one variant")
-    names = [v.name for v in cfg.variants]
-    _check(len(set(names)) == len(names), "variants", f"names must be unique, got {names}")
-    for i, v in enumerate(cfg.variants):
-        _check(bool(SAFE_NAME.match(v.name)), f"variants.{i}.name", f"must be a simple name, got {v.name!r}")
-        _validate_loss(v.loss, f"variants.{i}.loss")
-
-    e = cfg.evaluate
-    _check(e.batch_size > 0, "evaluate.batch_size", f"must be positive, got {e.batch_size}")
-    _check(0 < e.threshold < 1, "evaluate.threshold", f"must be in (0, 1), got {e.threshold}")
-    _check(0 <= e.jaccard_threshold <= 1, "evaluate.jaccard_threshold", "must be in [0, 1]")
-    _check(not e.reference_variant or e.reference_variant in names, "evaluate.reference_variant",
-           f"must name a variant ({', '.join(names)}), got {e.reference_variant!r}")
-    _check(e.regression_tolerance >= 0, "evaluate.regression_tolerance", "must be >= 0")
-    known = ("dice", "iou", "precision", "recall", "specificity", "jaccard_thresholded")
-    bad = [m for m in e.regression_metrics if m not in known]
-    _check(not bad, "evaluate.regression_metrics", f"must be among {', '.join(known)}, got {bad}")
-    _check(bool(e.auto_select) and all(a in ("mean", "worst", "best") for a in e.auto_select),
-           "evaluate.auto_select", f"must list some of 'mean', 'worst', 'best', got {e.auto_select}")
-    _check(all(b >= 0 for b in e.selected_batches), "evaluate.selected_batches", "must be batch indices >= 0")
-    _check(2 <= e.curve_points <= 99, "evaluate.curve_points", f"must be in 2..99, got {e.curve_points}")
-    _check(cfg.report.max_gallery >= 0, "report.max_gallery", "must be 0 (no gallery) or positive")
-    _check(all(p in ("largest_component", "fill_holes") for p in e.postprocess), "evaluate.postprocess",
-           f"must list some of 'largest_component', 'fill_holes', got {e.postprocess}")
-
-    try:
-        cfg.xai.validate("xai")
-    except ValueError as exc:
-        key, _, message = str(exc).partition(" ")
-        raise ConfigError(f"config key '{key}' {message}") from None
-
-    r = cfg.report
-    _check(30 <= r.figure_dpi <= 600, "report.figure_dpi", "must be in 30..600")
-    _check(0.2 <= r.figure_scale <= 5, "report.figure_scale", "must be in 0.2..5")
-    _check(r.max_listed_files >= 0, "report.max_listed_files", "must be 0 or positive")
-    for i, text in enumerate(r.acceptance):
-        m = ACCEPTANCE.match(text)
-        _check(bool(m) and m.group(1) in ACCEPTANCE_METRICS, f"report.acceptance.{i}",
-               f"must look like 'dice >= 0.85' with a metric among {', '.join(ACCEPTANCE_METRICS)}, got {text!r}")
-    if r.templates and not Path(r.templates).is_dir():
-        raise ConfigError(f"config key 'report.templates': folder {r.templates} does not exist")
-
-    x = cfg.executor
-    _check(x.n_workers > 0, "executor.n_workers", f"must be positive, got {x.n_workers}")
-    _check(x.shards >= 0, "executor.shards", f"must be 0 (automatic) or positive, got {x.shards}")
-    _check(x.retries >= 0, "executor.retries", f"must be 0 or positive, got {x.retries}")
-    _check(x.allowed_failures >= 0, "executor.allowed_failures", f"must be 0 or positive, got {x.allowed_failures}")
-    _check(x.tf_threads >= 0, "executor.tf_threads", f"must be 0 (TensorFlow's default) or positive, got {x.tf_threads}")
-    _check(x.connect_timeout > 0, "executor.connect_timeout", "must be positive")
-    _check(not x.scheduler or "://" in x.scheduler or ":" in x.scheduler, "executor.scheduler",
-           f"must be a scheduler address like 'tcp://host:8786', got {x.scheduler!r}")
-
-    from .llm.runtime import KNOWN_MODELS  # the model table lives with the runtime
-
-    q = cfg.llm
-    _check(q.model == "auto" or q.model in KNOWN_MODELS, "llm.model",
-           f"must be 'auto' or one of {', '.join(KNOWN_MODELS)}, got {q.model!r}")
-    _check(not q.sha256 or bool(re.fullmatch(r"[0-9a-fA-F]{64}", q.sha256)), "llm.sha256",
-           f"must be 64 hex digits, got {q.sha256!r}")
-    _check(not q.gguf or bool(q.sha256), "llm.sha256", "is required when llm.gguf is set (pin the file's hash)")
-    _check(256 <= q.n_ctx <= 32768, "llm.n_ctx", f"must be in 256..32768, got {q.n_ctx}")
-    _check(q.threads >= 0, "llm.threads", f"must be 0 (all cores) or positive, got {q.threads}")
-    _check(16 <= q.max_tokens <= 1024, "llm.max_tokens", f"must be in 16..1024, got {q.max_tokens}")
-    _check(all(t.strip() for t in q.standard_questions), "llm.standard_questions", "must not hold empty questions")
-
-
-def _validate_loss(loss: LossConfig, key: str) -> None:
-    _check(loss.alpha >= 0 and loss.beta >= 0, key, "alpha and beta must be >= 0")
-    _check(loss.alpha + loss.beta > 0, key, "alpha + beta must be positive")
-    _check(0 <= loss.dice_weight <= 1, f"{key}.dice_weight", "must be in [0, 1]")
-    _check(loss.bce_weight >= 0, f"{key}.bce_weight", "must be >= 0")

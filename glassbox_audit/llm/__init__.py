@@ -26,11 +26,11 @@ from .answer import STATUSES, Answer, Value, answer_question
 from .catalog import Catalog
 from .intent import Intent, parse_question
 from .log import QUESTIONS_DB, log_answer, questions_db, read_queries
-from .runtime import DEFAULT_MODEL, KNOWN_MODELS, LocalLLM, load_model, resolve_model
+from .runtime import DEFAULT_MODEL, KNOWN_MODELS, LocalLLM, check_settings, load_model, resolve_model
 
 __all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "QUESTIONS_DB", "STATUSES", "Answer", "Catalog", "Intent", "Value",
-           "answer_question", "answer_standard_questions", "appendix_context", "ask", "load_configured_model",
-           "parse_question", "questions_db", "read_queries"]
+           "answer_question", "answer_standard_questions", "appendix_context", "ask", "check_settings",
+           "load_configured_model", "parse_question", "questions_db", "read_queries"]
 
 log = logging.getLogger(__name__)
 

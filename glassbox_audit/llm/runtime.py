@@ -30,8 +30,8 @@ from typing import Any
 from ..errors import ConfigError, ModelError
 from .fetch import assemble, sha256_of
 
-__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "KnownModel", "LocalLLM", "ModelSpec", "load_model", "model_file",
-           "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "KnownModel", "LocalLLM", "ModelSpec", "check_settings", "known_spec",
+           "load_model", "model_file", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def model_file(key: str, models_dir: str | Path) -> Path:
     return Path(models_dir) / "llm" / KNOWN_MODELS[key].file
 
 
-def _known_spec(known: KnownModel, models_dir: str | Path, sha256: str) -> ModelSpec:
+def known_spec(known: KnownModel, models_dir: str | Path, sha256: str) -> ModelSpec:
     pin = (sha256 or known.sha256 or "").lower()
     if known.package:
         folder = _package_dir(known.package)
@@ -126,6 +126,18 @@ def _known_spec(known: KnownModel, models_dir: str | Path, sha256: str) -> Model
     return ModelSpec(target, pin, known.label)
 
 
+def check_settings(cfg_llm: Any) -> None:
+    """Refuse an ``llm.model`` that is neither ``auto`` nor a key of :data:`KNOWN_MODELS`.
+
+    ``LlmConfig.validate`` checks the rest of the section but not this: the table lives here, with
+    the runtime, and loading a config does not import the LLM package. Call it early, before any
+    work, so a misspelt model name fails at start-up rather than when the model is first needed.
+    """
+    if cfg_llm.model != "auto" and cfg_llm.model not in KNOWN_MODELS:
+        raise ConfigError(f"config key 'llm.model' must be 'auto' or one of {', '.join(KNOWN_MODELS)}, "
+                          f"got {cfg_llm.model!r}")
+
+
 def resolve_model(llm_cfg: Any, models_dir: str | Path = "models") -> ModelSpec:
     """The GGUF file the config names, not yet hash-checked (``load_model`` checks it)."""
     if llm_cfg.gguf:
@@ -139,7 +151,7 @@ def resolve_model(llm_cfg: Any, models_dir: str | Path = "models") -> ModelSpec:
         key = PREFERRED_MODEL if preferred.is_file() and _pin_file(preferred).is_file() else DEFAULT_MODEL
     if key not in KNOWN_MODELS:
         raise ConfigError(f"config key 'llm.model' must be 'auto' or one of {', '.join(KNOWN_MODELS)}, got {key!r}")
-    return _known_spec(KNOWN_MODELS[key], models_dir, llm_cfg.sha256 if llm_cfg.model != "auto" else "")
+    return known_spec(KNOWN_MODELS[key], models_dir, llm_cfg.sha256 if llm_cfg.model != "auto" else "")
 
 
 _HASHED: dict[tuple[str, int, int], str] = {}
