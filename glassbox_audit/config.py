@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .metrics import ACCEPTANCE_METRICS, COMPARED_METRICS, DEFAULT_ACCEPTANCE, WATCHED_METRICS
 from .xai.settings import XaiSettings
 
 __all__ = [
@@ -52,8 +53,6 @@ __all__ = [
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ACCEPTANCE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
-ACCEPTANCE_METRICS = ("dice", "iou", "precision", "recall", "f1", "pixel_accuracy", "specificity",
-                      "thresholded_jaccard", "lesion_detection_rate")
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -125,6 +124,12 @@ class DataConfig:
     ground_truth: str = ""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
+
+    def network_view(self) -> dict[str, Any]:
+        """The data settings that change what a network trained on this data sees (its
+        inputs or its targets) beyond the files themselves, which the data fingerprint
+        covers: every stored model's key includes them."""
+        return {"mask_threshold": self.mask_threshold}
 
     def validate(self, key: str) -> None:
         if self.layout in ("isic", "folder"):
@@ -294,7 +299,7 @@ class EvalConfig:
     # Against the previous version: a fall of a macro metric by more than this is a regression
     # (reported in the dossier; `run --fail-on-regression` then exits 1).
     regression_tolerance: float = 0.01
-    regression_metrics: list[str] = field(default_factory=lambda: ["dice", "iou"])
+    regression_metrics: list[str] = field(default_factory=lambda: list(WATCHED_METRICS))
 
     def validate(self, key: str) -> None:
         """Own fields only: whether ``reference_variant`` names a variant is AuditConfig's check."""
@@ -302,9 +307,8 @@ class EvalConfig:
         _check(0 < self.threshold < 1, f"{key}.threshold", f"must be in (0, 1), got {self.threshold}")
         _check(0 <= self.jaccard_threshold <= 1, f"{key}.jaccard_threshold", "must be in [0, 1]")
         _check(self.regression_tolerance >= 0, f"{key}.regression_tolerance", "must be >= 0")
-        known = ("dice", "iou", "precision", "recall", "specificity", "jaccard_thresholded")
-        bad = [m for m in self.regression_metrics if m not in known]
-        _check(not bad, f"{key}.regression_metrics", f"must be among {', '.join(known)}, got {bad}")
+        bad = [m for m in self.regression_metrics if m not in COMPARED_METRICS]
+        _check(not bad, f"{key}.regression_metrics", f"must be among {', '.join(COMPARED_METRICS)}, got {bad}")
         _check(bool(self.auto_select) and all(a in ("mean", "worst", "best") for a in self.auto_select),
                f"{key}.auto_select", f"must list some of 'mean', 'worst', 'best', got {self.auto_select}")
         _check(all(b >= 0 for b in self.selected_batches), f"{key}.selected_batches",
@@ -327,7 +331,7 @@ class ReportConfig:
     max_gallery: int = 64
     # Acceptance criteria shown as pass/fail in the summary: "<metric> <op> <value>", where the
     # metric is a macro (image-mean) metric or thresholded_jaccard / lesion_detection_rate.
-    acceptance: list[str] = field(default_factory=lambda: ["dice >= 0.85", "thresholded_jaccard >= 0.75"])
+    acceptance: list[str] = field(default_factory=lambda: list(DEFAULT_ACCEPTANCE))
 
     def validate(self, key: str) -> None:
         _check(self.max_gallery >= 0, f"{key}.max_gallery", "must be 0 (no gallery) or positive")

@@ -4,7 +4,14 @@ Every error raised for bad input names the file, folder or configuration key at 
 the CLI can print ``str(error)`` alone and exit non-zero without a traceback.
 """
 
-__all__ = ["GlassBoxError", "ConfigError", "DataError", "ModelError", "StoreError"]
+import errno
+
+__all__ = ["RESOURCE_ERRNOS", "GlassBoxError", "ConfigError", "DataError", "ModelError", "StoreError"]
+
+# Write failures of the machine rather than of the program (a full disk or quota, a read-only
+# or failing drive, missing permissions): reported as one line naming the file.
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES,
+                             errno.EPERM})
 
 
 class GlassBoxError(Exception):

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from .config import EvalConfig
 from .data import Dataset, iter_batches
-from .metrics import (METRICS, aggregate, bootstrap_intervals, confusion_counts, metrics_from_counts,
-                      operating_points, threshold_counts)
+from .metrics import (METRICS, aggregate, bootstrap_intervals, confusion_counts, image_mean, metrics_from_counts,
+                      operating_points, per_image_scores, threshold_counts)
 from .postprocess import postprocess
 
 __all__ = ["BatchView", "ModelEvaluation", "ShardResult", "Thumbnail", "binarize", "evaluate_models",
@@ -55,7 +55,8 @@ class ModelEvaluation:
 
     @property
     def per_image(self) -> dict[str, np.ndarray]:
-        return metrics_from_counts(self.counts)
+        """Every per-image column (:data:`~glassbox_audit.metrics.IMAGE_COLUMNS`); NaN where undefined."""
+        return per_image_scores(self.counts, self.jaccard_threshold)
 
     def operating_points(self) -> list[dict[str, float]]:
         """Metrics at each curve threshold (empty when no curve was computed)."""
@@ -75,8 +76,8 @@ class ModelEvaluation:
                 "batch_index": int(b), "n_images": int(sel.sum()),
                 "tp": int(pooled[0]), "fp": int(pooled[1]), "fn": int(pooled[2]), "tn": int(pooled[3]),
                 **{k: float(m[k]) for k in METRICS},
-                "mean_dice": float(per_image["dice"][sel].mean()),
-                "mean_iou": float(per_image["iou"][sel].mean()),
+                "mean_dice": image_mean(per_image["dice"][sel]),
+                "mean_iou": image_mean(per_image["iou"][sel]),
             })
         return rows
 

@@ -47,6 +47,7 @@ from typing import Any
 
 from .config import SAFE_NAME, AuditConfig, ExecutorConfig, from_dict, load_config
 from .errors import ConfigError, GlassBoxError
+from .metrics import HEADLINE_METRICS
 
 __all__ = ["Fleet", "FleetAudit", "FleetOutcome", "format_summary", "load_fleet", "run_fleet"]
 
@@ -65,7 +66,7 @@ SHORTHANDS: dict[str, tuple[str, bool]] = {
 }
 ENTRY_KEYS = ("name", "config", "set", *SHORTHANDS)
 TOP_KEYS = ("defaults", "executor", "audit")
-FIGURES = ("dice", "iou", "thresholded_jaccard")  # the summary's key figures (macro; the ISIC score)
+FIGURES = HEADLINE_METRICS  # the summary's key figures (macro; the ISIC score)
 
 
 @dataclass
@@ -204,10 +205,10 @@ class FleetOutcome:
 
 
 def _outcome(cfg: AuditConfig, result: Any) -> FleetOutcome:
-    from .report import _acceptance  # the dossier's own acceptance rule, so both say the same
+    from .report import acceptance_rows  # the dossier's own acceptance rule, so both say the same
 
     names = list(result.metrics)
-    rows = _acceptance(cfg.report.acceptance, [{"metrics": result.metrics[n]} for n in names])
+    rows = acceptance_rows(cfg.report.acceptance, [{"metrics": result.metrics[n]} for n in names])
     out = FleetOutcome(cfg.name, result.version, result.path, seconds=result.seconds)
     for k, n in enumerate(names):
         m = result.metrics[n]

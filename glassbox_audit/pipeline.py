@@ -17,24 +17,21 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import overlays
 from .compare import diff_databases
 from .config import AuditConfig, config_hash, config_to_dict
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .evaluate import predict_batches, predict_thumbnails, select_batches
 from .executor import make_executor
 from .models import obtain_models
 from .provenance import code_sha256, code_version, machine, package_versions
-from .report import RenderedFile, default_templates, render_dossier
-from .store import AuditStore
+from .report import RenderedFile, overlays, render_dossier, run_templates
+from .store import DATABASE, AuditStore
 from .versions import list_versions, new_version, wait_for_earlier_versions
 from .xai import render_xai_figures
 
-__all__ = ["AuditResult", "run_audit"]
+__all__ = ["AuditResult", "Computed", "failure_ids", "run_audit", "settings_hash"]
 
 log = logging.getLogger(__name__)
-
-DATABASE = "audit.sqlite"
 
 
 @dataclass
@@ -57,7 +54,7 @@ class AuditResult:
         return {name: m["macro"] for name, m in self.metrics.items()}
 
 
-def _settings_hash(cfg: AuditConfig) -> str:
+def settings_hash(cfg: AuditConfig) -> str:
     """The config hash a version records and ``diff`` compares: every setting except where the
     work ran (``executor``), which changes no figure, so a Dask run and a local run of the same
     audit show no config change (and versions from before the executor existed still match)."""
@@ -122,7 +119,20 @@ def _gallery(thumbs, evals, cfg: AuditConfig, folder: Path) -> list[dict]:
     return artifacts
 
 
-def _compute(cfg: AuditConfig, executor) -> tuple:
+@dataclass
+class Computed:
+    """What the heavy, pure stages produce, before anything is written to the audits folder."""
+
+    dataset: Dataset
+    models: list
+    evals: list  # ModelEvaluation per model, in config order
+    selected: list[tuple[int, str]]  # (batch index, why it was chosen)
+    views: list  # BatchView per selected batch: images, masks, predictions
+    explanations: dict  # batch index -> explanations of that batch
+    thumbs: list  # Thumbnail per failure drawn in the gallery
+
+
+def _compute(cfg: AuditConfig, executor) -> Computed:
     """The heavy, pure stages: nothing is written to the audits folder here."""
     ds = load_dataset(cfg.data)
     models = obtain_models(cfg, ds, Path(cfg.models_dir))
@@ -132,7 +142,88 @@ def _compute(cfg: AuditConfig, executor) -> tuple:
     explanations = executor.explain(models, views, cfg) if cfg.xai.enabled else {}
     thumbs = predict_thumbnails(models, ds, cfg.model.input_size, cfg.evaluate,
                                 failure_ids(evals, cfg.evaluate.jaccard_threshold)[:cfg.report.max_gallery])
-    return ds, models, evals, selected, views, explanations, thumbs
+    return Computed(ds, models, evals, selected, views, explanations, thumbs)
+
+
+def _record_run(store: AuditStore, cfg: AuditConfig, c: Computed, run_id: str, number: int, started_at: str,
+                command: str, templates: Path) -> None:
+    """The run, its data, models, evaluations and selected batches, with their provenance."""
+    store.start_run({
+        "id": run_id, "audit_name": cfg.name, "version": number, "started_at": started_at,
+        "config_json": config_to_dict(cfg), "config_sha256": settings_hash(cfg),
+        "code_version": code_version(), "code_sha256": code_sha256(templates),
+        "packages_json": package_versions(), "machine_json": machine(), "command": command,
+        "notes_json": c.dataset.notes,
+    })
+    fingerprint = store.record_dataset(c.dataset)
+    store.record_models(c.models)
+    for ev in c.evals:
+        store.record_evaluation(run_id, ev, fingerprint, "test")
+    store.record_selected(run_id, c.selected)
+
+
+def _draw_batches(cfg: AuditConfig, c: Computed, folder: Path) -> list[dict]:
+    """Each selected batch's overlays and probability maps; their artifact rows."""
+    artifacts = []
+    for view in c.views:
+        scores = {ev.name: [float(ev.per_image["dice"][ev.ids.index(i)]) for i in view.ids] for ev in c.evals}
+        for kind, name, desc, draw, args in (
+            ("overlay", f"batch{view.index:04d}_overlays.png",
+             f"Batch {view.index}: image, ground truth, and each variant's errors "
+             "(true positive, false positive, false negative)",
+             overlays.save_batch_figure, (view.images, view.masks, view.preds, view.ids, scores)),
+            ("probability", f"batch{view.index:04d}_probabilities.png",
+             f"Batch {view.index}: each variant's lesion probability at native resolution",
+             overlays.save_probability_figure, (view.images, view.probs, view.ids)),
+        ):
+            path = folder / "figures" / name
+            path.parent.mkdir(exist_ok=True)
+            draw(path, *args, scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi)
+            artifacts.append(RenderedFile(path, kind, desc).artifact(folder))
+    return artifacts
+
+
+def _record_explanations(store: AuditStore, cfg: AuditConfig, c: Computed, run_id: str, folder: Path) -> list[dict]:
+    """Each selected batch's explanation checks (stored) and figures (drawn); their artifact rows."""
+    if not c.explanations:
+        return []
+    from .xai import READING
+
+    store.record_xai_readings({**READING, "timing": "Timing: seconds each method took for all "
+                               "images of the batch, per variant (one compiled call per chunk)."})
+    artifacts = []
+    for view in c.views:
+        result = c.explanations.get(view.index)
+        if result is None:
+            continue
+        store.record_xai(run_id, view.index, result.summary_rows() + [
+            {"check": "timing", "model": t["model"], "method": t["method"], "seconds": t["seconds"]}
+            for t in result.timing_rows()])
+        for path, kind, desc in render_xai_figures(result, view.images, folder / "figures",
+                                                   prefix=f"batch{view.index:04d}_",
+                                                   scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi):
+            artifacts.append(RenderedFile(path, kind, f"Batch {view.index}: {desc}").artifact(folder))
+    return artifacts
+
+
+def _compare_with_previous(store: AuditStore, cfg: AuditConfig, build, run_id: str, db_path: Path) -> list:
+    """Compare with the newest earlier measurement and store the diff; returns the regressions.
+
+    A run started just before ours may still be building it: wait for earlier builds first
+    (called last, after the figures, so two runs started together draw in parallel and only
+    wait here).
+    """
+    wait_for_earlier_versions(build)
+    previous = _latest_evaluation([p for n, p in list_versions(build.final.parent) if n < build.number])
+    if previous is None:
+        return []
+    diff = diff_databases(previous / DATABASE, db_path)
+    regressions = diff.regressions(cfg.evaluate.regression_tolerance, tuple(cfg.evaluate.regression_metrics))
+    store.record_comparison(run_id, diff, regressions)
+    for r in regressions:
+        log.warning("regression against %s: %s %s fell by %.4f (95%% CI %.4f..%.4f)",
+                    diff.a, r.model, r.metric, -r.delta, r.ci_low, r.ci_high)
+    return regressions
 
 
 def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", executor=None) -> AuditResult:
@@ -150,80 +241,28 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
     """
     start = time.perf_counter()
     started_at = _now()
-    templates = Path(cfg.report.templates) if cfg.report.templates else default_templates()
+    templates = run_templates(config_to_dict(cfg))
+    if cfg.llm.enabled and cfg.llm.standard_questions:
+        from .llm.runtime import check_settings
+
+        check_settings(cfg.llm)  # a wrong model name fails now, not after the training
 
     if executor is None:
         with make_executor(cfg.executor) as own:
-            ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, own)
+            computed = _compute(cfg, own)
     else:
-        ds, models, evals, selected, views, explanations, thumbs = _compute(cfg, executor)
+        computed = _compute(cfg, executor)
 
-    regressions: list = []
     with new_version(Path(cfg.audits_dir), cfg.name) as build:
         folder = build.path
         run_id = str(uuid.uuid4())
         db_path = folder / DATABASE
         with AuditStore(db_path) as store:
-            store.start_run({
-                "id": run_id, "audit_name": cfg.name, "version": build.number, "started_at": started_at,
-                "config_json": config_to_dict(cfg), "config_sha256": _settings_hash(cfg),
-                "code_version": code_version(), "code_sha256": code_sha256(templates),
-                "packages_json": package_versions(), "machine_json": machine(), "command": command,
-                "notes_json": ds.notes,
-            })
-            fingerprint = store.record_dataset(ds)
-            store.record_models(models)
-            for ev in evals:
-                store.record_evaluation(run_id, ev, fingerprint, "test")
-            store.record_selected(run_id, selected)
-
-            artifacts = []
-            for view in views:
-                scores = {ev.name: [float(ev.per_image["dice"][ev.ids.index(i)]) for i in view.ids] for ev in evals}
-                preds = view.preds
-                for kind, name, desc, draw, args in (
-                    ("overlay", f"batch{view.index:04d}_overlays.png",
-                     f"Batch {view.index}: image, ground truth, and each variant's errors "
-                     "(true positive, false positive, false negative)",
-                     overlays.save_batch_figure, (view.images, view.masks, preds, view.ids, scores)),
-                    ("probability", f"batch{view.index:04d}_probabilities.png",
-                     f"Batch {view.index}: each variant's lesion probability at native resolution",
-                     overlays.save_probability_figure, (view.images, view.probs, view.ids)),
-                ):
-                    path = folder / "figures" / name
-                    path.parent.mkdir(exist_ok=True)
-                    draw(path, *args, scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi)
-                    artifacts.append(RenderedFile(path, kind, desc).artifact(folder))
-            artifacts += _gallery(thumbs, evals, cfg, folder)
-            if explanations:
-                from .xai import READING
-
-                store.record_xai_readings({**READING, "timing": "Timing: seconds each method took for all "
-                                           "images of the batch, per variant (one compiled call per chunk)."})
-            for view in views:
-                result = explanations.get(view.index)
-                if result is None:
-                    continue
-                store.record_xai(run_id, view.index, result.summary_rows() + [
-                    {"check": "timing", "model": t["model"], "method": t["method"], "seconds": t["seconds"]}
-                    for t in result.timing_rows()])
-                for path, kind, desc in render_xai_figures(result, view.images, folder / "figures",
-                                                           prefix=f"batch{view.index:04d}_",
-                                                           scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi):
-                    artifacts.append(RenderedFile(path, kind, f"Batch {view.index}: {desc}").artifact(folder))
-            # Compare with the newest earlier measurement, which a run started just before ours
-            # may still be building: wait for earlier builds first (last, after the figures, so
-            # two runs started together draw in parallel and only wait here).
-            wait_for_earlier_versions(build)
-            previous = _latest_evaluation([p for n, p in list_versions(build.final.parent) if n < build.number])
-            if previous is not None:
-                diff = diff_databases(previous / DATABASE, db_path)
-                store.record_comparison(run_id, diff)
-                regressions = diff.regressions(cfg.evaluate.regression_tolerance,
-                                               tuple(cfg.evaluate.regression_metrics))
-                for r in regressions:
-                    log.warning("regression against %s: %s %s fell by %.4f (95%% CI %.4f..%.4f)",
-                                diff.a, r.model, r.metric, -r.delta, r.ci_low, r.ci_high)
+            _record_run(store, cfg, computed, run_id, build.number, started_at, command, templates)
+            artifacts = _draw_batches(cfg, computed, folder)
+            artifacts += _gallery(computed.thumbs, computed.evals, cfg, folder)
+            artifacts += _record_explanations(store, cfg, computed, run_id, folder)
+            regressions = _compare_with_previous(store, cfg, build, run_id, db_path)
             store.record_artifacts(run_id, artifacts)
             store.finish_run(run_id, "complete", _now())
 
@@ -241,7 +280,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
     result = AuditResult(
         cfg.name, build.name, final, run_id, final / DATABASE, final / "dossier.html",
         final / "dossier.pdf" if cfg.report.pdf else None, final / "manifest.json",
-        {ev.name: ev.summary for ev in evals}, time.perf_counter() - start, regressions,
+        {ev.name: ev.summary for ev in computed.evals}, time.perf_counter() - start, regressions,
     )
     log.info("audit %s %s finished in %.1f s", cfg.name, build.name, result.seconds)
     return result

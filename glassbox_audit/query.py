@@ -21,13 +21,13 @@ import json
 import math
 import sqlite3
 import time
-import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import StoreError
+from .store import readonly_uri
 
 __all__ = ["FORMATS", "QueryError", "QueryResult", "ReadOnlyConnection", "format_result", "open_readonly", "run_query"]
 
@@ -111,11 +111,6 @@ class ReadOnlyConnection(sqlite3.Connection):
     glassbox_timeout: float
 
 
-def _uri(path: Path) -> str:
-    # Quote the path so '?', '#' or '%' in a folder name cannot add URI parameters.
-    return f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
-
-
 @contextmanager
 def open_readonly(path: str | Path, timeout: float = 30.0) -> Iterator[ReadOnlyConnection]:
     """A connection to ``path`` that can only read (see the module docstring)."""
@@ -123,7 +118,7 @@ def open_readonly(path: str | Path, timeout: float = 30.0) -> Iterator[ReadOnlyC
     if not p.is_file():
         raise QueryError(f"{p}: database not found")
     try:
-        conn = sqlite3.connect(_uri(p), uri=True, timeout=timeout, factory=ReadOnlyConnection)
+        conn = sqlite3.connect(readonly_uri(p), uri=True, timeout=timeout, factory=ReadOnlyConnection)
     except sqlite3.Error as exc:
         raise QueryError(f"{p}: cannot open database read-only ({exc})") from None
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from .data.imageio import sha256_file
 from .errors import ConfigError, StoreError
 from .report import REPORT_KINDS, render_dossier
-from .store import AuditStore
+from .store import DATABASE, AuditStore
 from .versions import MANIFEST, new_version, verify_version
 
 __all__ = ["DECISIONS", "review_version"]
@@ -46,7 +46,7 @@ def review_version(audits_dir: Path, audit: str, version_folder: Path, reviewer:
                          f"(changed {report.changed}, added {report.added}, removed {report.removed}, "
                          f"chain: {report.chain})")
     flags = flags or []
-    with AuditStore(version_folder / "audit.sqlite", readonly=True) as src:
+    with AuditStore(version_folder / DATABASE, readonly=True) as src:
         run = src.run()
         known = {r["image_id"] for r in src.rows("select distinct image_id from image_metrics")}
         artifacts = [a for a in src.artifacts(run["id"]) if a["kind"] not in REPORT_KINDS]
@@ -55,8 +55,8 @@ def review_version(audits_dir: Path, audit: str, version_folder: Path, reviewer:
         raise ConfigError(f"--flag names image {unknown[0]!r}, which is not in {version_folder.name}'s test set")
 
     with new_version(audits_dir, audit) as build:
-        db_path = build.path / "audit.sqlite"
-        shutil.copyfile(version_folder / "audit.sqlite", db_path)
+        db_path = build.path / DATABASE
+        shutil.copyfile(version_folder / DATABASE, db_path)
         db_path.chmod(0o644)  # the copy is a new file of the new version, writable until sealed
         for a in artifacts:
             (build.path / a["path"]).parent.mkdir(parents=True, exist_ok=True)

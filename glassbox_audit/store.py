@@ -23,15 +23,20 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from .errors import StoreError
+from .metrics import IMAGE_COLUMNS, IMAGE_METRICS, METRIC_RULES_VERSION
 
-__all__ = ["SCHEMA_VERSION", "AuditStore"]
+__all__ = ["DATABASE", "SCHEMA_VERSION", "AuditStore", "readonly_uri"]
 
-SCHEMA_VERSION = 1
+# The database's file name inside a version folder.
+DATABASE = "audit.sqlite"
+# 2: image_metrics.thresholded_jaccard (was jaccard_thresholded), evaluation_metrics.n_undefined,
+# datasets.ground_truth and empty_masks_json, comparisons.significant and regression, meta.metric_rules. Version 1
+# databases are read through _UPGRADES (a sealed version is never rewritten).
+SCHEMA_VERSION = 2
 # Seconds a connection waits for another process's lock before giving up with an error.
 BUSY_TIMEOUT = 30.0
 
-_METRIC_COLS = {"dice": float, "iou": float, "precision": float, "recall": float, "f1": float,
-                "pixel_accuracy": float, "specificity": float}
+_METRIC_COLS = {name: float for name in IMAGE_METRICS}
 _COUNT_COLS = {"tp": int, "fp": int, "fn": int, "tn": int}
 # Questions asked about a run (glassbox_audit.llm): one row each, with everything needed to audit
 # the answer. The same table lives in audits/<name>/questions.sqlite for questions asked of a
@@ -48,6 +53,31 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def readonly_uri(path: str | Path) -> str:
+    """The SQLite URI that opens ``path`` read-only.
+
+    ``as_uri()`` percent-encodes spaces, '?', '#' and '%' in the path, which a raw "file:"
+    URI would misread as its query or fragment.
+    """
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
+def _upgrade_image_row_v1(row: dict[str, Any]) -> dict[str, Any]:
+    if "jaccard_thresholded" in row:
+        row["thresholded_jaccard"] = row.pop("jaccard_thresholded")
+    return row
+
+
+def _upgrade_comparison_row_v1(row: dict[str, Any]) -> dict[str, Any]:
+    if row["metric"] == "jaccard_thresholded":
+        row["metric"] = "thresholded_jaccard"
+    return row
+
+
+# Row upgrades per table for databases of an older schema: version -> table -> function.
+_UPGRADES = {1: {"image_metrics": _upgrade_image_row_v1, "comparisons": _upgrade_comparison_row_v1}}
+
+
 class AuditStore:
     """A run database. ``AuditStore(path)`` opens or creates it; ``readonly=True`` opens
     it with ``mode=ro`` so nothing can be written."""
@@ -58,9 +88,7 @@ class AuditStore:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"{self.path}: database not found")
-                # as_uri() percent-encodes spaces, '?' and '#' in the path, which a raw
-                # "file:" URI would misread as its query or fragment.
-                conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+                conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=BUSY_TIMEOUT)
             else:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
             self.db = sqlite_utils.Database(conn)
@@ -97,15 +125,35 @@ class AuditStore:
         version = int(self.db["meta"].get("schema_version")["value"])
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {version} is newer than this tool ({SCHEMA_VERSION})")
+        self.schema_version = version
+
+    def _upgraded(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows of ``table`` as the current schema names them."""
+        for version in range(self.schema_version, SCHEMA_VERSION):
+            fix = _UPGRADES.get(version, {}).get(table)
+            if fix is not None:
+                rows = [fix(r) for r in rows]
+        return rows
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        rows = self.rows("select value from meta where key = ?", [key])
+        return rows[0]["value"] if rows else default
+
+    @property
+    def metric_rules(self) -> str:
+        """The version of the metric definitions the figures were computed under."""
+        return self.meta("metric_rules", "1")
 
     def _create_schema(self) -> None:
         db = self.db
         if "meta" in db.table_names():
             self._check_version()
             return
+        self.schema_version = SCHEMA_VERSION
         with db.atomic():
             db["meta"].create({"key": str, "value": str}, pk="key")
-            db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)})
+            db["meta"].insert_all([{"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                                   {"key": "metric_rules", "value": METRIC_RULES_VERSION}])
             db["runs"].create({
                 "id": str, "audit_name": str, "version": int, "status": str, "started_at": str,
                 "finished_at": str, "config_json": str, "config_sha256": str, "code_version": str,
@@ -115,6 +163,7 @@ class AuditStore:
             db["datasets"].create({
                 "fingerprint": str, "layout": str, "root": str, "description": str,
                 "test_source": str, "counts_json": str, "notes_json": str, "train_fingerprint": str,
+                "ground_truth": str, "empty_masks_json": str,
             }, pk="fingerprint")
             db["data_files"].create({
                 "id": int, "dataset_fingerprint": str, "partition": str, "role": str, "sample_id": str,
@@ -136,7 +185,8 @@ class AuditStore:
                                       ("dataset_fingerprint", "datasets", "fingerprint")])
             db["evaluations"].create_index(["run_id", "model_name"], unique=True)
             db["evaluation_metrics"].create({
-                "evaluation_id": int, "averaging": str, "metric": str, "value": float,
+                # n_undefined: images a macro figure leaves out (metric undefined there)
+                "evaluation_id": int, "averaging": str, "metric": str, "value": float, "n_undefined": int,
             }, pk=("evaluation_id", "averaging", "metric"),
                 foreign_keys=[("evaluation_id", "evaluations", "id")])
             db["metric_intervals"].create({
@@ -145,7 +195,7 @@ class AuditStore:
             }, pk=("evaluation_id", "metric"), foreign_keys=[("evaluation_id", "evaluations", "id")])
             db["image_metrics"].create({
                 "evaluation_id": int, "image_id": str, "batch_index": int, "height": int, "width": int,
-                **_COUNT_COLS, **_METRIC_COLS, "jaccard_thresholded": float,
+                **_COUNT_COLS, **{name: float for name in IMAGE_COLUMNS},
             }, pk=("evaluation_id", "image_id"), foreign_keys=[("evaluation_id", "evaluations", "id")])
             db["image_metrics"].create_index(["evaluation_id", "batch_index"])
             db["batch_metrics"].create({
@@ -163,6 +213,7 @@ class AuditStore:
             db["comparisons"].create({
                 "run_id": str, "against_version": str, "model": str, "metric": str, "a": float, "b": float,
                 "delta": float, "ci_low": float, "ci_high": float, "p_value": float, "n_images": int,
+                "significant": int, "regression": int,
             }, pk=("run_id", "model", "metric"), foreign_keys=[("run_id", "runs", "id")])
             db["comparison_changes"].create({
                 "run_id": str, "against_version": str, "what": str, "a": str, "b": str,
@@ -205,6 +256,7 @@ class AuditStore:
                 "fingerprint": fp, "layout": ds.layout, "root": str(ds.root), "description": ds.description,
                 "test_source": ds.test_source, "counts_json": _json(ds.counts), "notes_json": _json(ds.notes),
                 "train_fingerprint": ds.fingerprint(("train", "val")),
+                "ground_truth": ds.ground_truth, "empty_masks_json": _json(ds.empty_masks),
             })
             self.db["data_files"].insert_all(
                 ({"dataset_fingerprint": fp, **f.__dict__} for f in ds.files), batch_size=1000)
@@ -224,7 +276,6 @@ class AuditStore:
     def record_evaluation(self, run_id: str, ev: Any, dataset_fp: str, partition: str) -> int:
         """Store one :class:`~glassbox_audit.evaluate.ModelEvaluation` in one transaction."""
         per_image = ev.per_image
-        iou = per_image["iou"]
         with self.db.atomic():
             eid = self.db["evaluations"].insert({
                 "run_id": run_id, "model_sha256": ev.sha256, "model_name": ev.name,
@@ -232,9 +283,11 @@ class AuditStore:
                 "jaccard_threshold": ev.jaccard_threshold, "n_images": len(ev.ids),
                 "seconds": round(ev.seconds, 3),
             }).last_pk
+            undefined = ev.summary.get("undefined", {})
             self.db["evaluation_metrics"].insert_all(
-                {"evaluation_id": eid, "averaging": avg, "metric": k, "value": v}
-                for avg, values in ev.summary.items() for k, v in values.items()
+                {"evaluation_id": eid, "averaging": avg, "metric": k, "value": v,
+                 "n_undefined": undefined.get(k, 0) if avg == "macro" else None}
+                for avg, values in ev.summary.items() if avg != "undefined" for k, v in values.items()
             )
             self.db["metric_intervals"].insert_all(
                 {"evaluation_id": eid, "metric": k, "level": 0.95, "low": lo, "high": hi,
@@ -244,8 +297,7 @@ class AuditStore:
                 {"evaluation_id": eid, "image_id": image_id, "batch_index": int(ev.batch_index[i]),
                  "height": int(ev.sizes[i, 0]), "width": int(ev.sizes[i, 1]),
                  **{k: int(ev.counts[i, j]) for j, k in enumerate(_COUNT_COLS)},
-                 **{k: float(per_image[k][i]) for k in _METRIC_COLS},
-                 "jaccard_thresholded": float(iou[i]) if iou[i] >= ev.jaccard_threshold else 0.0}
+                 **{k: float(per_image[k][i]) for k in IMAGE_COLUMNS}}
                 for i, image_id in enumerate(ev.ids)), batch_size=1000)
             self.db["batch_metrics"].insert_all({"evaluation_id": eid, **row} for row in ev.batches())
             self.db["operating_points"].insert_all({"evaluation_id": eid, **row} for row in ev.operating_points())
@@ -257,20 +309,31 @@ class AuditStore:
             self.db["selected_batches"].insert_all(
                 {"run_id": run_id, "batch_index": b, "reason": reason} for b, reason in batches)
 
-    def record_comparison(self, run_id: str, diff: Any) -> None:
-        """Store a :class:`~glassbox_audit.compare.VersionDiff` against the previous version."""
+    def record_comparison(self, run_id: str, diff: Any, regressions: Iterable[Any] = ()) -> None:
+        """Store a :class:`~glassbox_audit.compare.VersionDiff` against the previous version,
+        marking the deltas the run judged regressions."""
+        fell = {(r.model, r.metric) for r in regressions}
         with self.db.atomic():
             self.db["comparisons"].insert_all(
                 {"run_id": run_id, "against_version": diff.a, "model": m.model, "metric": m.metric, "a": m.a,
                  "b": m.b, "delta": m.delta, "ci_low": m.ci_low, "ci_high": m.ci_high, "p_value": m.p_value,
-                 "n_images": m.n_images} for m in diff.metrics)
+                 "n_images": m.n_images, "significant": int(m.significant),
+                 "regression": int((m.model, m.metric) in fell)} for m in diff.metrics)
             self.db["comparison_changes"].insert_all(
                 {"run_id": run_id, "against_version": diff.a, "what": c.what, "a": c.a, "b": c.b}
                 for c in diff.changes)
 
     def comparison(self, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return (self.rows("select * from comparisons where run_id = ? order by rowid", [run_id]),
-                self.rows("select * from comparison_changes where run_id = ? order by rowid", [run_id]))
+        """The run's comparison with the previous version: metric deltas, changed hashes."""
+        rows = self.rows("select * from comparisons where run_id = ? order by rowid", [run_id])
+        if rows and "regression" not in rows[0]:
+            # Version 1 did not store the run's verdicts; they were the run's own rules on its stored
+            # settings and intervals, applied here as the dossier of the day applied them.
+            ev = self.run(run_id)["config"]["evaluate"]
+            for r in rows:
+                r["significant"] = int(r["ci_low"] > 0 or r["ci_high"] < 0)
+                r["regression"] = int(r["metric"] in ev["regression_metrics"] and r["delta"] < -ev["regression_tolerance"])
+        return self._upgraded("comparisons", rows), self.rows("select * from comparison_changes where run_id = ? order by rowid", [run_id])
 
     def record_xai_readings(self, readings: dict[str, str]) -> None:
         """One line per check on how to read its table, stored so the dossier needs no XAI code."""
@@ -330,7 +393,10 @@ class AuditStore:
         return _decode(rows[0])
 
     def dataset(self, fingerprint: str) -> dict[str, Any]:
-        return _decode(self.rows("select * from datasets where fingerprint = ?", [fingerprint])[0])
+        """The dataset record; ``ground_truth`` is None and ``empty_masks`` absent in version 1."""
+        row = _decode(self.rows("select * from datasets where fingerprint = ?", [fingerprint])[0])
+        row.setdefault("ground_truth", None)
+        return row
 
     def data_files(self, fingerprint: str, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "select * from data_files where dataset_fingerprint = ? order by partition, sample_id, role"
@@ -343,17 +409,25 @@ class AuditStore:
         out = []
         for e in self.rows("select * from evaluations where run_id = ? order by id", [run_id]):
             model = _decode(self.rows("select * from models where sha256 = ?", [e["model_sha256"]])[0])
-            metrics: dict[str, dict[str, float]] = {}
-            for r in self.rows("select averaging, metric, value from evaluation_metrics where evaluation_id = ?",
-                               [e["id"]]):
+            metrics: dict[str, dict[str, float]] = {"undefined": {}}
+            for r in self.rows("select * from evaluation_metrics where evaluation_id = ?", [e["id"]]):
                 metrics.setdefault(r["averaging"], {})[r["metric"]] = r["value"]
+                if r["averaging"] == "macro":  # version 1 had no undefined values
+                    metrics["undefined"][r["metric"]] = r.get("n_undefined") or 0
             intervals = {r["metric"]: (r["low"], r["high"]) for r in self.rows(
                 "select metric, low, high from metric_intervals where evaluation_id = ?", [e["id"]])}
             out.append({**e, "model": model, "metrics": metrics, "intervals": intervals})
         return out
 
     def image_metrics(self, evaluation_id: int) -> list[dict[str, Any]]:
-        return self.rows("select * from image_metrics where evaluation_id = ? order by batch_index, image_id",
+        """Per-image rows; an undefined metric is None (see :mod:`glassbox_audit.metrics`)."""
+        return self._upgraded("image_metrics", self.rows(
+            "select * from image_metrics where evaluation_id = ? order by batch_index, image_id", [evaluation_id]))
+
+    def failures(self, evaluation_id: int) -> list[dict[str, Any]]:
+        """Images whose Jaccard is below the evaluation's threshold, worst first."""
+        return self.rows("select i.image_id, i.iou from image_metrics i join evaluations e on e.id = i.evaluation_id "
+                         "where i.evaluation_id = ? and i.iou < e.jaccard_threshold order by i.iou, i.image_id",
                          [evaluation_id])
 
     def batch_metrics(self, evaluation_id: int) -> list[dict[str, Any]]:

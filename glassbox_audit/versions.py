@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .data.imageio import sha256_file
-from .errors import StoreError
+from .errors import RESOURCE_ERRNOS, StoreError
 
 __all__ = ["MANIFEST", "SEAL", "VerifyReport", "VersionBuild", "list_versions", "new_version", "verify_path",
            "verify_version", "version_name", "wait_for_earlier_versions", "write_manifest"]
@@ -44,8 +44,6 @@ _BUILDING = re.compile(r"^\.building-v(\d{3,})-(\d+)$")
 _STAGING = re.compile(r"^\.staging-(\d+)-\d+$")
 # How long a build waits for lower-numbered builds to seal before chaining past them.
 SEAL_WAIT_SECONDS = 900.0
-# Write failures of the machine rather than of the program: reported as one line.
-_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # Reservations held by builds running in this process (threads); another reservation
 # carrying this process's pid is a leftover, not a build to wait for.
@@ -273,7 +271,7 @@ def new_version(audits_dir: Path, audit: str) -> Iterator[VersionBuild]:
         log.info("audit: version %s written to %s", build.name, build.final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
             where = f" ({exc.filename})" if exc.filename else ""
             raise StoreError(f"{build.final}: cannot write the new version: {exc.strerror}{where}; "
                              "nothing was kept") from exc

@@ -66,3 +66,39 @@ def test_diff_of_two_databases_reports_signs_and_changed_weights(tmp_path):
     assert d.regressions(0.01) == []
     back = diff_databases(b, a)
     assert [m.metric for m in back.regressions(0.01, ("dice", "iou"))] == ["dice", "iou"]
+
+
+def test_the_same_predictions_under_new_metric_rules_change_no_dice_or_iou_and_the_log_says_why(tmp_path):
+    """The release database (schema 1, old rules) re-recorded from its own confusion counts by
+    today's code: Dice and IoU, whose rules did not change, move by exactly 0; the change log
+    names the change of metric rules."""
+    from pathlib import Path
+
+    from glassbox_audit.compare import diff_databases
+    from glassbox_audit.evaluate import ModelEvaluation
+    from glassbox_audit.store import AuditStore
+
+    release = Path(__file__).parent / "data" / "release-0.1.0" / "audit.sqlite"
+    again = tmp_path / "audit.sqlite"
+    with AuditStore(release, readonly=True) as old, AuditStore(again) as new:
+        run = old.run()
+        new.start_run({k: run[k] for k in ("id", "audit_name", "started_at", "code_version", "code_sha256",
+                                           "config_sha256", "command")}
+                      | {"version": run["version"] + 1, "config_json": run["config"], "packages_json": run["packages"],
+                         "machine_json": run["machine"], "notes_json": run["notes"]})
+        for e in old.evaluations(run["id"]):
+            rows = old.image_metrics(e["id"])
+            counts = np.array([[r["tp"], r["fp"], r["fn"], r["tn"]] for r in rows])
+            ev = ModelEvaluation(e["model_name"], e["model_sha256"], [r["image_id"] for r in rows],
+                                 np.array([r["batch_index"] for r in rows]), np.array([[r["height"], r["width"]] for r in rows]),
+                                 counts, e["threshold"], e["jaccard_threshold"])
+            new.db["models"].insert(old.rows("select * from models where sha256 = ?", [e["model_sha256"]])[0],
+                                    pk="sha256", replace=True)
+            new.db["datasets"].insert(old.rows("select * from datasets where fingerprint = ?",
+                                               [e["dataset_fingerprint"]])[0], pk="fingerprint", replace=True)
+            new.record_evaluation(run["id"], ev, e["dataset_fingerprint"], "test")
+    d = diff_databases(release, again)
+    overlap = [m for m in d.metrics if m.metric in ("dice", "iou", "thresholded_jaccard")]
+    assert overlap and all(m.delta == 0.0 for m in overlap)
+    assert ("metric rules", "1", "2") in [(c.what, c.a, c.b) for c in d.changes]
+    assert any("metric rules changed (1 -> 2)" in n for n in d.notes)

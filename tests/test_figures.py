@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from glassbox_audit import charts, overlays
-from glassbox_audit.overlays import ERROR_COLOURS, error_overlay, mask_overlay
+from glassbox_audit.report import charts, kit, overlays
+from glassbox_audit.report import grid as layout
+from glassbox_audit.report.overlays import ERROR_COLOURS, error_overlay, mask_overlay
 
 NAN = float("nan")
 MODELS = ("unet", "attention_unet_deep_supervision")
@@ -281,14 +282,14 @@ def test_nan_points_are_skipped_not_drawn_as_zero(tmp_path):
 
 
 def test_wrapped_labels_break_model_names_at_underscores():
-    assert charts._wrap("attention_unet_deep_supervision", 16) == "attention_unet_\ndeep_supervision"
-    assert all(len(line) <= 8 for line in charts._wrap("abcdefghijklmnopqrstuvwxyz", 8).split("\n"))
-    assert math.isclose(len(charts._wrap("x" * 50, 10, max_lines=2).split("\n")), 2)
+    assert kit.wrap_label("attention_unet_deep_supervision", 16) == "attention_unet_\ndeep_supervision"
+    assert all(len(line) <= 8 for line in kit.wrap_label("abcdefghijklmnopqrstuvwxyz", 8).split("\n"))
+    assert math.isclose(len(kit.wrap_label("x" * 50, 10, max_lines=2).split("\n")), 2)
 
 
 def test_mosaic_letterboxes_each_image_in_its_cell_like_an_equal_aspect_imshow():
-    grid = overlays._plan(1, 2, 1.0, 1, 0.0, 0.3, 0.0, 1.0)  # square cells
-    mosaic = overlays._Mosaic(grid, dpi=100)
+    grid = layout.plan(1, 2, 1.0, 1, 0.0, 0.3, 0.0, 1.0)  # square cells
+    mosaic = layout.Mosaic(grid, dpi=100)
     wide = np.zeros((10, 40, 3), np.uint8)
     wide[..., 0] = 255
     mosaic.put(0, 1, wide)
@@ -305,8 +306,8 @@ def test_mosaic_letterboxes_each_image_in_its_cell_like_an_equal_aspect_imshow()
 
 
 def test_mosaic_shrinks_by_area_so_a_one_pixel_line_still_shows():
-    grid = overlays._plan(1, 1, 1.0, 1, 0.0, 0.3, 0.0, 1.0)
-    mosaic = overlays._Mosaic(grid, dpi=50)
+    grid = layout.plan(1, 1, 1.0, 1, 0.0, 0.3, 0.0, 1.0)
+    mosaic = layout.Mosaic(grid, dpi=50)
     image = np.full((2000, 2000, 3), 255, np.uint8)
     image[:, 1001] = 0  # one dark column, 1/20 of a figure pixel or less once shrunk
     mosaic.put(0, 0, image)

@@ -109,10 +109,10 @@ def test_dask_run_gives_the_same_per_image_metrics_and_database_rows_as_a_local_
     assert '"kind": "dask"' in cfg and dask_executor.address in cfg  # the run records where it ran
     # ... but where it ran is no change of settings: the config hash that diff compares is the
     # one the same audit run locally records.
-    from glassbox_audit.pipeline import _settings_hash
+    from glassbox_audit.pipeline import settings_hash
 
-    assert sha == _settings_hash(load_config(overrides=base + ["name=sharded"]))
-    assert sha != _settings_hash(load_config(overrides=base + ["name=sharded", "evaluate.threshold=0.4"]))
+    assert sha == settings_hash(load_config(overrides=base + ["name=sharded"]))
+    assert sha != settings_hash(load_config(overrides=base + ["name=sharded", "evaluate.threshold=0.4"]))
 
     # Each worker loaded each model it met once, from the store, checked by hash.
     states = dask_executor.client.run(worker_state).values()

@@ -135,6 +135,39 @@ def test_zero_one_mask_is_read_as_foreground(tmp_path):
     assert read_mask(path).tolist() == [[False, True], [True, False]]
 
 
+@pytest.mark.parametrize("label", [1, 1000, 65535])
+def test_sixteen_bit_label_masks_are_read_in_their_own_depth(tmp_path, label):
+    # Scaled to 8 bits first, 0/1 and 0/1000 became all background, and an empty truth scores
+    # Dice 1 against an empty prediction: a silently perfect figure.
+    path = tmp_path / "label16.png"
+    cv2.imwrite(str(path), np.array([[0, label], [label, 0]], np.uint16))
+    assert read_mask(path).tolist() == [[False, True], [True, False]]
+
+
+def test_sixteen_bit_grey_mask_is_thresholded_on_its_own_scale(tmp_path):
+    path = tmp_path / "grey16.png"
+    cv2.imwrite(str(path), np.array([[0, 200 * 257], [100 * 257, 65535]], np.uint16))
+    assert read_mask(path, threshold=128, max_ambiguous=1.0).tolist() == [[False, True], [False, True]]
+
+
+def test_a_dataset_whose_masks_are_all_empty_is_refused_by_folder(tmp_path):
+    root = make_folder(tmp_path, 6, ext=".png", suffix="")
+    for mask in (root / "masks").iterdir():
+        write_png(mask, np.zeros((57, 76), np.uint8))
+    with pytest.raises(DataError, match=r"every mask is empty .*data.mask_threshold"):
+        load_dataset(folder_cfg(root))
+
+
+def test_empty_masks_are_counted_per_partition(tmp_path):
+    root = make_folder(tmp_path, 10, ext=".png", suffix="")
+    for stem in ("IMD000", "IMD003"):
+        write_png(root / "masks" / f"{stem}.png", np.zeros((57, 76), np.uint8))
+    ds = load_dataset(folder_cfg(root))
+    assert sum(ds.empty_masks.values()) == 2
+    partition = {s.id: p for p, ss in ds.samples.items() for s in ss}
+    assert ds.empty_masks[partition["IMD000"]] >= 1
+
+
 def test_corrupt_and_empty_files_are_named(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
     (tmp_path / "empty.png").write_bytes(b"")

@@ -96,6 +96,19 @@ def test_things_the_database_lacks_are_reported_missing(catalog, question, missi
     assert any(missing in m for m in parse_question(question, catalog).missing)
 
 
+@pytest.mark.parametrize("question, metric", [
+    ("Hausdorff distance of model 1", "Hausdorff distance"),
+    ("What is the AUC of the balanced model?", "AUC"),
+    ("average precision of each model", "average precision"),
+    ("surface Dice of model 2", "surface distance"),
+])
+def test_a_metric_the_run_does_not_store_is_not_found_never_read_as_another(catalog, db, question, metric):
+    intent = parse_question(question, catalog)
+    assert any(metric in m for m in intent.missing)
+    ans = answer_question(question, db)
+    assert ans.status == "not found" and not ans.values
+
+
 def test_canonical_form_makes_equal_meanings_equal(catalog):
     a = Intent(("recall-optimized", "balanced"), "image", 2, "IMG_0001", ("iou", "dice"), "micro")
     b = Intent(("balanced", "recall-optimized"), "image", None, "IMG_0001", ("dice", "iou"), "macro")

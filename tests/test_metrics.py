@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from glassbox_audit.metrics import aggregate, confusion_counts, metrics_from_counts, thresholded_jaccard
+from glassbox_audit.metrics import (aggregate, bootstrap_intervals, confusion_counts, metrics_from_counts,
+                                    thresholded_jaccard)
 
 
 def masks(truth_rows, pred_rows):
@@ -27,26 +28,60 @@ def test_metrics_match_hand_computation():
     assert m["specificity"] == pytest.approx(88 / 90)
 
 
-def test_both_masks_empty_scores_one_everywhere():
+def _values(m, keys):
+    return [float(m[k]) for k in keys]
+
+
+def test_both_masks_empty_scores_one_on_overlap_and_leaves_recall_and_precision_undefined():
     truth = pred = np.zeros((4, 4), bool)
     m = metrics_from_counts(confusion_counts(truth, pred))
-    assert all(float(v) == 1.0 for v in m.values())
+    assert _values(m, ("dice", "iou", "f1", "pixel_accuracy", "specificity")) == [1, 1, 1, 1, 1]
+    assert np.isnan(m["recall"]) and np.isnan(m["precision"])
 
 
-def test_empty_prediction_on_a_lesion_scores_zero_overlap():
+def test_empty_prediction_on_a_lesion_scores_zero_overlap_and_has_no_precision():
     truth = np.zeros((4, 4), bool)
     truth[1:3, 1:3] = True
     m = metrics_from_counts(confusion_counts(truth, np.zeros_like(truth)))
-    assert [float(m[k]) for k in ("dice", "iou", "precision", "recall")] == [0, 0, 0, 0]
+    assert _values(m, ("dice", "iou", "recall")) == [0, 0, 0]
+    assert np.isnan(m["precision"])  # nothing predicted: no predicted positive to be right about
     assert float(m["specificity"]) == 1.0
 
 
-def test_false_alarm_on_an_empty_truth_scores_zero():
+def test_one_false_positive_pixel_on_a_lesion_free_image_leaves_recall_undefined_not_zero():
     pred = np.zeros((4, 4), bool)
     pred[0, 0] = True
     m = metrics_from_counts(confusion_counts(np.zeros_like(pred), pred))
-    assert [float(m[k]) for k in ("dice", "iou", "precision", "recall")] == [0, 0, 0, 0]
+    assert _values(m, ("dice", "iou", "precision")) == [0, 0, 0]
+    assert np.isnan(m["recall"])  # no lesion pixel to recall (the old rule scored this image 0)
     assert float(m["specificity"]) == pytest.approx(15 / 16)
+
+
+def test_one_missed_pixel_on_an_all_lesion_image_leaves_specificity_undefined_not_zero():
+    truth = np.ones((4, 4), bool)
+    pred = truth.copy()
+    pred[0, 0] = False
+    m = metrics_from_counts(confusion_counts(truth, pred))
+    assert float(m["recall"]) == pytest.approx(15 / 16)
+    assert np.isnan(m["specificity"])  # no background pixel (the old rule scored this image 0)
+
+
+def test_image_means_leave_undefined_values_out_and_count_them():
+    # A lesion found perfectly, a lesion-free image with one false alarm, a lesion-free image left empty.
+    counts = np.array([[10, 0, 0, 90], [0, 1, 0, 99], [0, 0, 0, 100]])
+    agg = aggregate(counts)
+    assert agg["macro"]["recall"] == 1.0  # the two lesion-free images have no recall
+    assert agg["undefined"]["recall"] == 2
+    assert agg["macro"]["precision"] == pytest.approx(0.5)  # (1 + 0) / 2; the empty image predicted nothing
+    assert agg["undefined"]["precision"] == 1
+    assert agg["undefined"]["dice"] == 0 and agg["macro"]["dice"] == pytest.approx((1 + 0 + 1) / 3)
+
+
+def test_bootstrap_intervals_skip_undefined_values():
+    counts = np.array([[10, 0, 0, 90], [0, 1, 0, 99], [8, 0, 2, 90]])
+    low, high = bootstrap_intervals(counts)["recall"]
+    assert 0.8 <= low <= high <= 1.0  # only the two lesion images' recalls (0.8 and 1.0) count
+    assert "recall" not in bootstrap_intervals(np.array([[0, 1, 0, 99]]))  # defined nowhere: no interval
 
 
 def test_thresholded_jaccard_zeroes_scores_below_threshold():
@@ -129,3 +164,42 @@ def test_operating_points_at_the_operating_threshold_equal_the_summary():
     # Recall can only fall as the threshold rises.
     rows = operating_points(thresholds, counts)
     assert rows[0]["micro_recall"] >= rows[1]["micro_recall"] >= rows[2]["micro_recall"]
+
+
+def _metric_collections(path):
+    """Literal lists, tuples, sets and dicts in ``path`` that name two or more registry metrics."""
+    import ast
+
+    from glassbox_audit.metrics import REGISTRY
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        items = node.keys if isinstance(node, ast.Dict) else node.elts if isinstance(node, (ast.List, ast.Tuple, ast.Set)) else []
+        names = [i.value for i in items if isinstance(i, ast.Constant) and i.value in REGISTRY]
+        if len(names) >= 2:
+            found.append(f"{path}:{node.lineno}: {names}")
+    return found
+
+
+def test_metric_names_are_listed_in_the_registry_only():
+    # Every list of metrics (store columns, diff, acceptance, regression keys, dossier tables,
+    # LLM vocabulary) is derived from metrics.REGISTRY, so adding or renaming a metric is one edit.
+    # The LLM prompt's worked examples are questions with their answers, not a list of metrics.
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "glassbox_audit"
+    allowed = {package / "metrics.py", package / "llm" / "prompt.py"}
+    found = [f for p in sorted(package.rglob("*.py")) if p not in allowed for f in _metric_collections(p)]
+    assert not found, "metric lists outside the registry:\n" + "\n".join(found)
+
+
+def test_the_registry_derives_every_list_the_other_modules_use():
+    from glassbox_audit.metrics import (ACCEPTANCE_METRICS, COMPARED_METRICS, DATASET_FIGURES, DEFAULT_ACCEPTANCE,
+                                        IMAGE_COLUMNS, IMAGE_METRICS, REGISTRY, WATCHED_METRICS)
+
+    assert IMAGE_METRICS == ("dice", "iou", "precision", "recall", "f1", "pixel_accuracy", "specificity")
+    assert IMAGE_COLUMNS == IMAGE_METRICS + ("thresholded_jaccard",)
+    assert set(COMPARED_METRICS) <= set(IMAGE_COLUMNS) and set(WATCHED_METRICS) <= set(COMPARED_METRICS)
+    assert "n_images" in DATASET_FIGURES and "n_images" not in ACCEPTANCE_METRICS  # a count has no direction
+    assert DEFAULT_ACCEPTANCE == ("dice >= 0.85", "thresholded_jaccard >= 0.75")
+    assert all(REGISTRY[m].label for m in REGISTRY)

@@ -208,3 +208,18 @@ def test_stored_models_leave_the_optimizer_state_out_and_predict_the_same(tmp_pa
     assert saved.path.stat().st_size < (tmp_path / "with_optimizer.keras").stat().st_size
     loaded = load_model(find_model(tmp_path / "store", "balanced", "k" * 64), input_size=32)
     np.testing.assert_allclose(loaded.model(x, training=False), model(x, training=False), atol=1e-5)
+
+
+def test_a_change_of_the_mask_threshold_gives_every_stored_model_a_new_key(tiny_config):
+    # The masks a network learns from change with data.mask_threshold while the files (and so
+    # the data fingerprint) stay the same: a stored model must not be reused for other targets.
+    from glassbox_audit.data import load_dataset
+    from glassbox_audit.models.train import model_keys
+
+    cfg = tiny_config()
+    ds = load_dataset(cfg.data)
+    base, variants = model_keys(cfg, ds)
+    other_base, other_variants = model_keys(tiny_config("data.mask_threshold=200"), ds)
+    assert other_base != base
+    assert all(other_variants[name] != key for name, key in variants.items())
+    assert model_keys(tiny_config(), ds) == (base, variants)  # and equal settings find the same models

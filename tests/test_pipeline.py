@@ -168,6 +168,44 @@ def test_render_rebuilds_the_dossier_from_the_database_without_touching_the_vers
     assert (out / "figures" / "batch_dice.png").read_bytes() == (first.path / "figures" / "batch_dice.png").read_bytes()
 
 
+def test_render_of_an_old_version_prints_its_stored_ground_truth_after_the_code_changes(two_runs, tmp_path,
+                                                                                        monkeypatch):
+    from glassbox_audit.data import layouts
+
+    tmp = two_runs["tmp"]
+    stored = layouts.GROUND_TRUTH["synthetic"]
+    monkeypatch.setitem(layouts.GROUND_TRUTH, "synthetic", "A statement newer code would print.")
+    out = tmp_path / "again"
+    result = CliRunner().invoke(cli, ["render", "tiny", "v001", "--audits-dir", str(tmp / "audits"),
+                                      "-o", str(out), "--no-pdf"], obj={})
+    assert result.exit_code == 0, result.output
+    html = (out / "dossier.html").read_text()
+    assert f"<th>Ground truth</th><td>{stored}</td>" in html and "newer code" not in html
+
+
+def test_review_and_render_use_the_templates_the_run_used(two_runs, tmp_path):
+    import shutil
+
+    from glassbox_audit import run_audit
+    from glassbox_audit.report import default_templates
+    from glassbox_audit.review import review_version
+
+    templates = tmp_path / "house-templates"
+    shutil.copytree(default_templates(), templates)
+    page = templates / "dossier.html.j2"
+    page.write_text(page.read_text().replace("<body>", "<body><p>House style 7f3a</p>", 1))
+    audits = two_runs["tmp"] / "audits"
+    run = run_audit(load_config(overrides=tiny_models_overrides(two_runs["tmp"])
+                                + ["name=house", f'report.templates="{templates}"']))
+    assert "House style 7f3a" in run.html.read_text()
+    reviewed = review_version(audits, "house", run.path, "R", "approve", pdf=False)
+    assert "House style 7f3a" in (reviewed / "dossier.html").read_text()
+    out = tmp_path / "again"
+    assert CliRunner().invoke(cli, ["render", "house", run.path.name, "--audits-dir", str(audits), "-o", str(out),
+                                    "--no-pdf"], obj={}).exit_code == 0
+    assert "House style 7f3a" in (out / "dossier.html").read_text()
+
+
 def test_verify_command_passes_untouched_versions_and_fails_edited_ones(two_runs):
     audit = two_runs["tmp"] / "audits" / "tiny"
     ok = CliRunner().invoke(cli, ["verify", str(audit)], obj={})

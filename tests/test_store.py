@@ -1,6 +1,7 @@
 """The SQLite store: schema, round trip, foreign keys, transactions, read-only access."""
 
 import sqlite3
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +49,7 @@ def test_round_trip_of_an_evaluation(tmp_path):
     assert evals[0]["model"]["card"]["architecture"]["parameters"] == 123
     rows = store.image_metrics(eid)
     assert [r["image_id"] for r in rows] == ["0", "1", "2"]
-    assert rows[1]["dice"] == 1.0 and rows[0]["jaccard_thresholded"] == 0.0
+    assert rows[1]["dice"] == 1.0 and rows[0]["thresholded_jaccard"] == 0.0
     batches = store.batch_metrics(eid)
     assert [b["n_images"] for b in batches] == [2, 1]
     assert batches[0]["tp"] == 6 and batches[0]["tn"] == 28
@@ -78,3 +79,52 @@ def test_read_only_store_cannot_write(tmp_path):
     assert ro.run()["id"] == "run1"
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         ro.db.execute("delete from image_metrics")
+
+
+def test_an_undefined_metric_is_stored_as_null_and_counted_beside_its_macro_figure(tmp_path):
+    store, eid = filled(tmp_path / "a.sqlite")  # image "1" has no lesion and no prediction
+    rows = {r["image_id"]: r for r in store.image_metrics(eid)}
+    assert rows["1"]["recall"] is None and rows["1"]["precision"] is None and rows["1"]["dice"] == 1.0
+    macro = store.evaluations("run1")[0]["metrics"]
+    assert macro["undefined"]["recall"] == 1 and macro["undefined"]["dice"] == 0
+    assert macro["macro"]["recall"] == pytest.approx((6 / 10 + 5 / 5) / 2)  # image "1" left out
+    # SQL over the stored rows agrees with the stored figure: avg() skips NULL as the image mean does.
+    sql = store.rows("select avg(recall) as r from image_metrics where evaluation_id = ?", [eid])[0]["r"]
+    assert sql == pytest.approx(macro["macro"]["recall"])
+
+
+# --- a database written by the previous release (schema 1), as shipped in tests/data --------
+
+RELEASE_DB = Path(__file__).parent / "data" / "release-0.1.0" / "audit.sqlite"
+
+
+def test_a_release_database_of_schema_1_reads_under_todays_names(tmp_path):
+    from glassbox_audit.store import readonly_uri
+
+    with sqlite3.connect(readonly_uri(RELEASE_DB), uri=True) as raw:  # what is really on disk
+        assert raw.execute("select value from meta where key = 'schema_version'").fetchone() == ("1",)
+        columns = [c[1] for c in raw.execute("pragma table_info(image_metrics)")]
+        assert "jaccard_thresholded" in columns and "thresholded_jaccard" not in columns
+    with AuditStore(RELEASE_DB, readonly=True) as store:
+        assert store.schema_version == 1 and store.metric_rules == "1"
+        run = store.run()
+        ev = store.evaluations(run["id"])[0]
+        rows = store.image_metrics(ev["id"])
+        assert rows and all("thresholded_jaccard" in r and "jaccard_thresholded" not in r for r in rows)
+        assert all(r["thresholded_jaccard"] in (0.0, r["iou"]) for r in rows)
+        assert ev["metrics"]["undefined"]["recall"] == 0  # schema 1 had no undefined values
+        comparisons, _ = store.comparison(run["id"])
+        assert {c["metric"] for c in comparisons} >= {"dice", "thresholded_jaccard"}
+        assert all(c["regression"] in (0, 1) and c["significant"] in (0, 1) for c in comparisons)
+        assert store.dataset(ev["dataset_fingerprint"])["ground_truth"] is None
+
+
+def test_a_release_database_renders_its_dossier_context(tmp_path):
+    from glassbox_audit.data.layouts import GROUND_TRUTH
+    from glassbox_audit.report import build_context
+
+    with AuditStore(RELEASE_DB, readonly=True) as store:
+        context, written = build_context(store, tmp_path)
+    assert context["data"]["ground_truth"] == GROUND_TRUTH["synthetic"]  # schema 1 stored none
+    assert context["metric_notes"]["version"] == "1" and not context["metric_notes"]["undefined"]
+    assert all(f.path.is_file() for f in written)

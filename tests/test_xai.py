@@ -19,7 +19,7 @@ from glassbox_audit.models.unet import build_attention_unet
 from glassbox_audit.xai import (AttentionMaps, GradCAM, GuidedBackprop, IntegratedGradients, LayerGradCAM, Saliency,
                                 SmoothGrad, SuperpixelConfidence, XaiSettings, explain_batch, render_xai_figures,
                                 save_curves_figure, save_map_grid, save_randomisation_figure, target_region)
-from glassbox_audit.xai._engine import _COMPILED, chunked
+from glassbox_audit.xai.engine import COMPILED, chunked
 
 from conftest import disc_pair
 
@@ -101,7 +101,7 @@ def test_each_view_is_traced_once_whatever_the_chunk_sizes(model, images):
         IntegratedGradients(model).explain(x, steps=5, batch_size=bs)
         SmoothGrad(GuidedBackprop(model)).explain(x, samples=2, batch_size=bs)
         LayerGradCAM(model).explain(x, groups=["decoder"], batch_size=bs)
-    counts = [fn.experimental_get_tracing_count() for fns in _COMPILED.values() for fn in fns.values()]
+    counts = [fn.experimental_get_tracing_count() for fns in COMPILED.values() for fn in fns.values()]
     assert counts and set(counts) == {1}
 
 
@@ -241,9 +241,9 @@ def test_figures_are_written_once_per_method_and_byte_reproducible(batch_result,
 
 def _caption(result, key):
     """The caption render_xai_figures prints under a method grid (kept in step with it)."""
-    from glassbox_audit.xai.figures import TITLES, _params_line
+    from glassbox_audit.xai.figures import TITLES, params_line
 
-    lines = [f"{TITLES[key]}. Parameters: {_params_line(result.params[key])}.",
+    lines = [f"{TITLES[key]}. Parameters: {params_line(result.params[key])}.",
              f"Explained: {result.targets['gated'].describe()}."]
     times = [f"{m} {result.timings[key][m]:.1f} s" for m in result.maps[key]]
     lines.append(f"Time ({key}, all maps of the method): {', '.join(times)}.")

@@ -11,7 +11,7 @@ from glassbox_audit.models.unet import build_attention_unet
 from glassbox_audit.xai import (AttentionMaps, GradCAM, GuidedBackprop, IntegratedGradients, LayerGradCAM, Saliency,
                                 SmoothGrad, SuperpixelConfidence, attention_layers, engine_options, folded_view,
                                 group_layers, guided_view, logits_view, spatial_layers, target_region)
-from glassbox_audit.xai._engine import _COMPILED
+from glassbox_audit.xai.engine import COMPILED
 from glassbox_audit.xai.maths import superpixel_statistics
 
 from conftest import disc_pair
@@ -217,7 +217,7 @@ def test_engine_options_leave_every_gradient_map_unchanged(options, normalised, 
     jit = options.get("jit_compile", False)
     for view in (folded_view(normalised), guided_view(normalised, fold_batchnorm=True)) if options.get(
             "fold_batchnorm") else (normalised, guided_view(normalised)):
-        assert ("gradient", jit) in _COMPILED.get(view, {})
+        assert ("gradient", jit) in COMPILED.get(view, {})
 
 
 # --------------------------------------------------------------------------- logits view

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..errors import DataError
 from .imageio import printable, read_image, read_mask, resize_image, resize_mask, sha256_file
-from .layouts import Discovery, Sample, discover
+from .layouts import Discovery, Sample, discover, ground_truth_statement
 
 __all__ = ["Batch", "DataFile", "Dataset", "iter_batches", "load_arrays", "load_dataset"]
 
@@ -56,6 +56,10 @@ class Dataset:
     mask_threshold: int = 128
     max_ambiguous: float = 0.02
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out
+    # Masks without a foreground pixel, per partition: an empty truth scores Dice 1 against an
+    # empty prediction, so the data sheet says how many there are.
+    empty_masks: dict[str, int] = field(default_factory=dict)
+    ground_truth: str = ""  # how the masks were made, as the data sheet prints it
 
     def fingerprint(self, partitions: tuple[str, ...] = ("train", "val", "test")) -> str:
         """sha256 over (partition, role, path, sha256) of every file in ``partitions``."""
@@ -78,7 +82,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _check_pair(sample: Sample, root: Path, threshold: int, max_ambiguous: float
-                ) -> tuple[DataFile, DataFile]:
+                ) -> tuple[DataFile, DataFile, bool]:
+    """The pair's two files, checked, and whether its mask is empty."""
     image = read_image(sample.image)
     mask = read_mask(sample.mask, threshold, max_ambiguous)
     if image.shape[:2] != mask.shape:
@@ -87,11 +92,12 @@ def _check_pair(sample: Sample, root: Path, threshold: int, max_ambiguous: float
             f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}"
         )
     h, w = mask.shape
-    return tuple(  # type: ignore[return-value]
+    image_file, mask_file = (
         DataFile(_relative(p, root), role, sample.partition, sample.id, sha256_file(p),
                  p.stat().st_size, h, w)
         for p, role in ((sample.image, "image"), (sample.mask, "mask"))
     )
+    return image_file, mask_file, not mask.any()
 
 
 def load_dataset(cfg: DataConfig, workers: int = 4) -> Dataset:
@@ -101,6 +107,7 @@ def load_dataset(cfg: DataConfig, workers: int = 4) -> Dataset:
     files: list[DataFile] = []
     skipped = list(found.skipped)
     bad: set[str] = set()
+    empty: dict[str, int] = {p: 0 for p in found.samples}
 
     def check(s: Sample):
         try:
@@ -120,15 +127,26 @@ def load_dataset(cfg: DataConfig, workers: int = 4) -> Dataset:
                 bad.add(s.id)
                 log.warning("data: skipping %s: %s", path, reason)
             else:
-                files.extend(pair)
+                files.extend(pair[:2])
+                empty[s.partition] += pair[2]
     parts = {p: [s for s in ss if s.id not in bad] for p, ss in found.samples.items()}
     for p in ("train", "test"):
         if not parts.get(p):
             raise DataError(f"{found.root}: no usable {p} images left after skipping bad files")
+    if sum(empty.values()) == sum(len(ss) for ss in parts.values()):
+        # Every truth empty: each image would score Dice 1 against an empty prediction. The
+        # usual cause is a mask encoding the reader does not see (labels in another channel,
+        # a threshold above the label value), not a dataset without a single lesion.
+        raise DataError(f"{found.root}: every mask is empty (no foreground pixel above data.mask_threshold="
+                        f"{cfg.mask_threshold} in any of {sum(empty.values())} masks); check the mask files "
+                        "and data.mask_threshold")
     ds = Dataset(found.layout, found.root, found.description, parts, files, found.notes,
-                 found.test_source, cfg.mask_threshold, cfg.max_ambiguous_fraction, skipped)
+                 found.test_source, cfg.mask_threshold, cfg.max_ambiguous_fraction, skipped,
+                 empty_masks=empty, ground_truth=ground_truth_statement(found.layout, cfg.ground_truth))
     log.info("data: %s at %s: %s; fingerprint %s", ds.description, ds.root,
              ", ".join(f"{k} {v}" for k, v in ds.counts.items()), ds.fingerprint()[:16])
+    if empty.get("test"):
+        log.info("data: %d of %d test masks are empty", empty["test"], len(parts.get("test", [])))
     return ds
 
 

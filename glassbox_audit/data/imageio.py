@@ -75,7 +75,8 @@ def _png_problem(buf: np.ndarray) -> str | None:
         pos = end
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, keep_depth: bool = False) -> np.ndarray:
+    """The file's pixels; 16-bit scans are brought to 8 bits unless ``keep_depth``."""
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -88,7 +89,8 @@ def _decode(path: Path) -> np.ndarray:
     if img is None:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
     if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)  # 16-bit scans: keep the full range
+        if not keep_depth:
+            img = np.round(img / 257.0).astype(np.uint8)  # 16-bit scans: keep the full range
     elif img.dtype != np.uint8:
         raise DataError(f"{path}: unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
     return img
@@ -112,22 +114,30 @@ def read_image(path: Path) -> np.ndarray:
 def read_mask(path: Path, threshold: int = 128, max_ambiguous: float = 0.02) -> np.ndarray:
     """Return the mask as bool ``(H, W)``: foreground where the value exceeds ``threshold``.
 
-    Masks holding only 0 and 1 are read as 0/1 masks (1 is foreground) rather than as all
-    background. A colour mask is reduced to its brightest channel. A mask with more than
-    ``max_ambiguous`` of its pixels far from both 0 and 255 is refused as not binary.
+    Masks are binarised in their own bit depth. Label masks, holding 0 and one other value
+    (0/1 in 8 bits; 0/1, 0/1000 or 0/65535 in 16 bits), are read as that value being
+    foreground, never as all background. Other masks are thresholded at ``threshold`` on
+    the 8-bit scale (``threshold`` x 257 for 16 bits). A colour mask is reduced to its
+    brightest channel. A mask with more than ``max_ambiguous`` of its pixels far from both
+    ends of its range is refused as not binary.
     """
-    m = _decode(path)
+    m = _decode(path, keep_depth=True)
     if m.ndim == 3:
         m = m[:, :, :3].max(axis=2) if m.shape[2] >= 3 else m[:, :, 0]
-    if m.max() <= 1:
+    top = int(m.max())
+    if top <= 1:
         return m >= 1
-    ambiguous = np.count_nonzero((m > _AMBIGUOUS_LOW) & (m < _AMBIGUOUS_HIGH)) / m.size
+    scale = 257 if m.dtype == np.uint16 else 1
+    if m.dtype == np.uint16 and np.count_nonzero((m != 0) & (m != top)) == 0:
+        return m == top  # a 16-bit label mask: 0 and one label value
+    low, high = _AMBIGUOUS_LOW * scale, _AMBIGUOUS_HIGH * scale
+    ambiguous = np.count_nonzero((m > low) & (m < high)) / m.size
     if ambiguous > max_ambiguous:
         raise DataError(
             f"{path}: mask is not binary ({ambiguous:.1%} of pixels between "
-            f"{_AMBIGUOUS_LOW} and {_AMBIGUOUS_HIGH}; expected values 0 and 255)"
+            f"{low} and {high}; expected values 0 and {255 * scale})"
         )
-    return m > threshold
+    return m > threshold * scale
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

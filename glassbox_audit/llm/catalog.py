@@ -10,21 +10,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..metrics import REGISTRY
 from ..query import open_readonly, run_query
 
 __all__ = ["DATASET_METRICS", "IMAGE_METRICS", "METRIC_LABELS", "Catalog", "ModelRef"]
 
-# Metrics stored per image and per batch, each with micro (pooled pixels) and macro (image mean) forms.
-IMAGE_METRICS = ("dice", "iou", "precision", "recall", "specificity", "pixel_accuracy")
-# Figures with one natural averaging, stored for the whole test set only.
-DATASET_METRICS = ("thresholded_jaccard", "lesion_detection_rate", "fp_share", "fn_share", "jaccard_failures")
-
-METRIC_LABELS = {
-    "dice": "Dice", "iou": "IoU", "precision": "precision", "recall": "recall", "specificity": "specificity",
-    "pixel_accuracy": "pixel accuracy", "thresholded_jaccard": "ISIC thresholded Jaccard",
-    "lesion_detection_rate": "lesion detection rate", "fp_share": "false-positive share of pixels",
-    "fn_share": "false-negative share of pixels", "jaccard_failures": "Jaccard failures (images)",
-}
+# What a question may ask for, from the one registry of metrics: the metrics stored per image
+# and per batch (micro and macro), less those that are another name of the same number (F1 is
+# Dice), and the figures stored for the whole test set only.
+IMAGE_METRICS = tuple(m.name for m in REGISTRY.values() if m.level == "image" and m.same_as is None)
+DATASET_METRICS = tuple(m.name for m in REGISTRY.values() if m.level == "dataset" and m.higher_is_better is not None)
+METRIC_LABELS = {m.name: m.phrase for m in REGISTRY.values()}
 
 
 @dataclass(frozen=True)

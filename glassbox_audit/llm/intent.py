@@ -19,28 +19,22 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .catalog import DATASET_METRICS, METRIC_LABELS, Catalog
+from ..metrics import REGISTRY, UNSUPPORTED_METRICS
+from .catalog import DATASET_METRICS, IMAGE_METRICS, METRIC_LABELS, Catalog
 
 __all__ = ["AGGREGATES", "METRIC_SYNONYMS", "SCOPES", "Intent", "IntentError", "parse_question"]
 
 SCOPES = ("dataset", "batch", "image")
 AGGREGATES = ("macro", "micro", "max", "min")
 
-# Longest phrases first when matching; F1 equals Dice for binary masks, so it is read as Dice.
-METRIC_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "thresholded_jaccard": ("thresholded jaccard", "isic thresholded jaccard", "isic score", "isic jaccard",
-                            "thresholded iou"),
-    "lesion_detection_rate": ("lesion detection rate", "detection rate", "lesions detected"),
-    "fp_share": ("false positive share", "share of false positives", "false positive pixels"),
-    "fn_share": ("false negative share", "share of false negatives", "false negative pixels"),
-    "jaccard_failures": ("jaccard failures", "failed images", "failures"),
-    "dice": ("dice coefficient", "dice score", "dice", "dsc", "f1 score", "f1", "f score", "sorensen"),
-    "iou": ("intersection over union", "jaccard index", "jaccard", "iou"),
-    "recall": ("true positive rate", "sensitivity", "recall", "tpr", "hit rate"),
-    "precision": ("positive predictive value", "precision", "ppv"),
-    "specificity": ("true negative rate", "specificity", "tnr"),
-    "pixel_accuracy": ("pixel accuracy", "pixelwise accuracy", "accuracy"),
-}
+# Phrases naming each metric a question may ask for, from the registry; a name of the same number
+# (F1 for Dice) reads as that number.
+METRIC_SYNONYMS: dict[str, tuple[str, ...]] = {}
+for _m in REGISTRY.values():
+    if _m.name in (*IMAGE_METRICS, *DATASET_METRICS) or _m.same_as:
+        _key = _m.same_as or _m.name
+        METRIC_SYNONYMS[_key] = METRIC_SYNONYMS.get(_key, ()) + _m.synonyms
+del _m
 
 _AGGREGATE_WORDS = (
     ("micro", r"micro|pixel pooled|pooled|pixel level|over all pixels|all pixels together"),
@@ -208,6 +202,19 @@ def _find_metrics(text: str) -> list[str]:
     return out
 
 
+def _find_unsupported(text: str) -> tuple[str, list[str]]:
+    """Metrics the question names that no run stores (Hausdorff distance, AUC), and the text
+    with them blanked out, so "average precision" is not read as precision nor "surface Dice"
+    as Dice."""
+    found: list[tuple[int, str]] = []
+    phrases = sorted(((p, name) for name, ps in UNSUPPORTED_METRICS.items() for p in ps), key=lambda p: -len(p[0]))
+    for phrase, name in phrases:
+        for m in re.finditer(rf"\b{re.escape(phrase)}\b", text):
+            found.append((m.start(), name))
+            text = text[:m.start()] + "_" * len(phrase) + text[m.end():]
+    return text, list(dict.fromkeys(name for _, name in sorted(found)))
+
+
 def parse_question(question: str, catalog: Catalog) -> Intent:
     """Read a question with rules and synonyms only (no model), against ``catalog``."""
     text = _norm(question)
@@ -234,8 +241,10 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
         elif re.search(_RANKED.format(unit="image"), rest):
             scope = "image"
 
+    rest, unsupported = _find_unsupported(rest)
+    missing += [f"metric {name} (not computed by this audit)" for name in unsupported]
     metrics = _find_metrics(rest)
-    unknown_metrics = [m for m in metrics if m not in catalog.metrics]
+    unknown_metrics = [m for m in metrics if m not in catalog.metrics] + unsupported
     missing += [f"metric {METRIC_LABELS.get(m, m)}" for m in unknown_metrics]
     metrics = [m for m in metrics if m in catalog.metrics] or (["dice"] if not unknown_metrics else [])
     if scope != "dataset":

@@ -25,7 +25,7 @@ from ..data import Dataset, load_arrays
 from ..errors import ModelError
 from .registry import StoredModel, find_model, latest_by_name, load_model, model_key, save_model
 
-__all__ = ["obtain_models", "fit"]
+__all__ = ["fit", "model_keys", "obtain_models"]
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,24 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
     }
 
 
+def model_keys(cfg: AuditConfig, ds: Dataset) -> tuple[str, dict[str, str]]:
+    """The store keys of the base model and of each variant: hashes of every setting that
+    changes what training produces (model, training, the data settings that change what the
+    network sees) and of the training data itself."""
+    train_fp = ds.fingerprint(("train", "val"))
+    shared = {"model": dataclasses.asdict(cfg.model),
+              "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "mode"},
+              "data": cfg.data.network_view()}
+    base_key = model_key("base", shared, train_fp)
+    return base_key, {v.name: model_key(v.name, {**shared, "loss": dataclasses.asdict(v.loss), "base": base_key},
+                                        train_fp) for v in cfg.variants}
+
+
 def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None) -> list[StoredModel]:
     """Load or train one model per variant (in config order), per ``cfg.train.mode``."""
     models_dir = Path(models_dir or cfg.models_dir)
     mode = cfg.train.mode
-    train_fp = ds.fingerprint(("train", "val"))
-    shared = {"model": dataclasses.asdict(cfg.model),
-              "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "mode"}}
-    base_key = model_key("base", shared, train_fp)
-    keys = {v.name: model_key(v.name, {**shared, "loss": dataclasses.asdict(v.loss), "base": base_key}, train_fp)
-            for v in cfg.variants}
+    base_key, keys = model_keys(cfg, ds)
 
     found = {name: (find_model(models_dir, name, key) if mode != "always" else None)
              for name, key in keys.items()}

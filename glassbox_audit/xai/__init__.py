@@ -42,7 +42,7 @@ import importlib
 from .settings import METHODS, XaiSettings
 
 _LAZY = {
-    "_engine": ("EngineOptions", "engine_options"),
+    "engine": ("EngineOptions", "engine_options"),
     "attention": ("AttentionMaps", "attention_layers"),
     "batch": ("XaiResult", "explain_batch", "method_maps"),
     "cache": ("ModelExplanations", "XaiCache", "model_sha256"),

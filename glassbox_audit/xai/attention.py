@@ -21,7 +21,7 @@ import numpy as np
 
 from glassbox_audit.models.unet import layer_group
 
-from ._engine import chunked, layer_output_function
+from .engine import chunked, layer_output_function
 from .views import logits_view
 
 __all__ = ["AttentionMaps", "attention_layers"]

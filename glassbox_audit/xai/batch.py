@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from ._engine import engine_options
+from .engine import engine_options
 from .attention import AttentionMaps, attention_layers
 from .cache import ModelExplanations, XaiCache
 from .cam import GradCAM, LayerGradCAM, default_cam_layer

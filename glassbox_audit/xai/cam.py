@@ -31,7 +31,7 @@ import numpy as np
 
 from glassbox_audit.models.unet import LAYER_GROUPS, layer_group
 
-from ._engine import chunked, layer_cam_function
+from .engine import chunked, layer_cam_function
 from .maths import normalise_unit, smooth_maps
 from .target import TargetRegion, target_region
 from .views import logits_view

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.special import expit
 from skimage.metrics import structural_similarity
 
-from ._engine import chunked, logits_function, predict_logits
+from .engine import chunked, logits_function, predict_logits
 from .maths import baseline_images, curve_auc, pixel_ranks, spearman_rows
 from .target import TargetRegion, target_region
 from .views import logits_view

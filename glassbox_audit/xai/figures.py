@@ -10,7 +10,7 @@
 Colour scales: maps already in [0, 1] (Grad-CAM, attention, superpixels) keep that fixed
 scale; gradient maps are divided by their own 99th percentile and clipped (gradients have
 no common unit between images or models); signed maps (integrated gradients) use a
-diverging scale around 0. Figures use the object API and ``charts._save_png``, so equal
+diverging scale around 0. Figures use the object API and ``charts.save_png``, so equal
 inputs give byte-identical PNGs.
 
 Example::
@@ -31,14 +31,14 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 # The grid layout (cell planning, titles, row labels, colour-bar room) is the one of the
-# overlay figures, so XAI grids line up with them in the dossier; tests/test_xai.py draws
-# them, so a change to those private helpers shows up there.
-from glassbox_audit import overlays
-from glassbox_audit.charts import _LINESTYLES, MODEL_COLOURS, _new_figure, _save_png
+# overlay figures, so XAI grids line up with them in the dossier.
+from glassbox_audit.report import grid as layout
+from glassbox_audit.report.kit import LINESTYLES, MODEL_COLOURS, new_figure, save_png
 
 from .checks import READING, PerturbationCurves, RandomisationResult
 
-__all__ = ["TITLES", "render_xai_figures", "save_curves_figure", "save_map_grid", "save_randomisation_figure"]
+__all__ = ["CMAPS", "TITLES", "display_values", "greyscale", "params_line", "render_xai_figures", "save_curves_figure",
+           "save_map_grid", "save_randomisation_figure"]
 
 TITLES: dict[str, str] = {
     "saliency": "Saliency (vanilla gradient)",
@@ -53,7 +53,7 @@ TITLES: dict[str, str] = {
 }
 _UNIT_FAMILIES = ("gradcam", "layer_gradcam", "superpixel", "attention")
 _LAYERED = ("layer_gradcam", "attention")
-_CMAP = {"unit": "inferno", "relative": "inferno", "signed": "RdBu_r"}
+CMAPS = {"unit": "inferno", "relative": "inferno", "signed": "RdBu_r"}
 _BAR_LABEL = {"unit": "value", "relative": "\u00f7 p99", "signed": "\u00f7 p99"}
 _SCALE_NOTE = {
     "unit": "Colour: the map's own values on a fixed 0..1 scale.",
@@ -71,7 +71,7 @@ def _scale_kind(key: str, maps: Sequence[np.ndarray]) -> str:
     return "signed" if any(float(np.min(m)) < 0 for m in maps) else "relative"
 
 
-def _display(m: np.ndarray, kind: str) -> np.ndarray:
+def display_values(m: np.ndarray, kind: str) -> np.ndarray:
     """A map on its colour scale: [0, 1] (``unit``, ``relative``) or [-1, 1] (``signed``)."""
     m = np.nan_to_num(np.asarray(m, np.float32))
     if kind == "unit":
@@ -81,14 +81,14 @@ def _display(m: np.ndarray, kind: str) -> np.ndarray:
     return np.clip(m / ref, -1 if kind == "signed" else 0, 1)
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
+def greyscale(rgb: np.ndarray) -> np.ndarray:
     # Grey under the heatmap: the colours then belong to the map alone.
     g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     return np.repeat(g[:, :, None], 3, axis=2)
 
 
 def _caption(fig, grid, lines: list[str]) -> None:
-    fig.text(overlays._LEFT / grid.width, (overlays._BOTTOM_PAD + len(lines) * _LINE) / grid.height,
+    fig.text(layout.LEFT / grid.width, (layout.BOTTOM_PAD + len(lines) * _LINE) / grid.height,
              "\n".join(lines), ha="left", va="top", fontsize=_PT, linespacing=1.25)
 
 
@@ -126,58 +126,58 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
         Cell size multiplier and PNG resolution.
     """
     n = len(images)
-    overlays._check_lengths(n, image_ids=image_ids, **{f"columns[{c!r}]": v for c, v in columns.items()})
+    layout.check_lengths(n, image_ids=image_ids, **{f"columns[{c!r}]": v for c, v in columns.items()})
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if n == 0:
-        return overlays._empty_figure(path, "no images in this batch", dpi)
+        return layout.empty_figure(path, "no images in this batch", dpi)
     kind = kind or _scale_kind(key, [m for v in columns.values() for m in v])
     labels = ["Image", *columns]
-    bar = overlays._CBAR_GAP + overlays._CBAR_WIDTH + overlays._CBAR_LABELS
-    aspect = overlays._cell_aspect(images)
+    bar = layout.CBAR_GAP + layout.CBAR_WIDTH + layout.CBAR_LABELS
+    aspect = layout.cell_aspect(images)
     caption = f"{caption}\n{_SCALE_NOTE[kind]}" if caption else _SCALE_NOTE[kind]
     # The caption's line count sets the figure height, which can shrink the cells (one
     # page tall) and so the width it wraps to: plan until the two agree.
     lines: list[str] = []
     n_title = 1
     for _ in range(3):
-        bottom = overlays._BOTTOM_PAD + len(lines) * _LINE + 0.08
-        grid = overlays._plan(n, len(labels), aspect, n_title, 0.0, bottom, bar, scale)
-        titles, n_title = overlays._titles(labels, grid.cell_w)
-        wrapped = _wrap_caption(caption, grid.width - overlays._LEFT - overlays._RIGHT)
+        bottom = layout.BOTTOM_PAD + len(lines) * _LINE + 0.08
+        grid = layout.plan(n, len(labels), aspect, n_title, 0.0, bottom, bar, scale)
+        titles, n_title = layout.wrap_titles(labels, grid.cell_w)
+        wrapped = _wrap_caption(caption, grid.width - layout.LEFT - layout.RIGHT)
         if wrapped == lines:
             break
         lines = wrapped
-    grid = overlays._plan(n, len(labels), aspect, n_title, 0.0, overlays._BOTTOM_PAD + len(lines) * _LINE + 0.08,
+    grid = layout.plan(n, len(labels), aspect, n_title, 0.0, layout.BOTTOM_PAD + len(lines) * _LINE + 0.08,
                           bar, scale)
-    titles, _ = overlays._titles(labels, grid.cell_w)
+    titles, _ = layout.wrap_titles(labels, grid.cell_w)
     lo = -1.0 if kind == "signed" else 0.0
 
-    fig = _new_figure(grid.width, grid.height, dpi, constrained=False)
-    overlays._column_titles(fig, grid, titles)
-    mosaic = overlays._Mosaic(grid, dpi)
+    fig = new_figure(grid.width, grid.height, dpi, constrained=False)
+    layout.column_titles(fig, grid, titles)
+    mosaic = layout.Mosaic(grid, dpi)
     for row in range(n):
         # Composited at the cell's own size: the same picture as at native size, without the
         # native-resolution float work per map (megapixels for full-size dermoscopy images).
-        rgb = mosaic.fit(overlays._as_rgb(images[row]))
+        rgb = mosaic.fit(layout.as_rgb(images[row]))
         h, w = rgb.shape[:2]
-        overlays._row_label(fig, grid, row, image_ids[row])
+        layout.row_label(fig, grid, row, image_ids[row])
         mosaic.put(row, 0, rgb)
-        grey = _grey(rgb).astype(np.float32)
+        grey = greyscale(rgb).astype(np.float32)
         for col, maps in enumerate(columns.values(), start=1):
-            heat = cv2.resize(_display(maps[row], kind), (w, h), interpolation=cv2.INTER_LINEAR)
-            colour = overlays._colour_map(heat, _CMAP[kind], lo, 1.0)[..., :3].astype(np.float32)
+            heat = cv2.resize(display_values(maps[row], kind), (w, h), interpolation=cv2.INTER_LINEAR)
+            colour = layout.colour_map(heat, CMAPS[kind], lo, 1.0)[..., :3].astype(np.float32)
             # The heatmap at ``alpha`` over the grey image, as imshow would composite it.
             mosaic.put(row, col, np.rint((1 - alpha) * grey + alpha * colour).astype(np.uint8))
     mosaic.draw(fig)
     if columns:
-        overlays._colour_bar(fig, grid, len(labels) - 1, _CMAP[kind], lo, 1.0)
+        layout.colour_bar(fig, grid, len(labels) - 1, CMAPS[kind], lo, 1.0)
     left, bot, width, height = grid.cell(0, len(labels) - 1)
-    fig.text((left + width + overlays._CBAR_GAP) / grid.width, (bot + height + 0.04) / grid.height,
+    fig.text((left + width + layout.CBAR_GAP) / grid.width, (bot + height + 0.04) / grid.height,
              _BAR_LABEL[kind], ha="left", va="bottom", fontsize=_PT)
     if lines:
         _caption(fig, grid, lines)
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def _method_styles(methods: Sequence[str]) -> dict[str, tuple[str, object]]:
@@ -185,7 +185,7 @@ def _method_styles(methods: Sequence[str]) -> dict[str, tuple[str, object]]:
     styles: dict[str, tuple[str, object]] = {}
     others = [m for m in methods if m != "random"]
     for i, m in enumerate(others):
-        styles[m] = (MODEL_COLOURS[i % len(MODEL_COLOURS)], _LINESTYLES[(i // len(MODEL_COLOURS)) % len(_LINESTYLES)])
+        styles[m] = (MODEL_COLOURS[i % len(MODEL_COLOURS)], LINESTYLES[(i // len(MODEL_COLOURS)) % len(LINESTYLES)])
     styles["random"] = ("0.55", (0, (2, 2)))
     return styles
 
@@ -199,10 +199,10 @@ def save_curves_figure(path: str | Path, curves: Sequence[PerturbationCurves], d
     models = list(dict.fromkeys(c.model for c in curves))
     methods = list(dict.fromkeys(c.method for c in curves))
     legend_rows = -(-len(methods) // 4)
-    fig = _new_figure(7.0, 0.4 + 2.2 * max(1, len(models)) + 0.17 * legend_rows, dpi)
+    fig = new_figure(7.0, 0.4 + 2.2 * max(1, len(models)) + 0.17 * legend_rows, dpi)
     if not models:
         fig.text(0.5, 0.5, "no checks computed", ha="center", va="center", fontsize=8, style="italic")
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
     axes = fig.subplots(len(models), 2, squeeze=False)
     styles = _method_styles(methods)
     for r, model in enumerate(models):
@@ -220,16 +220,16 @@ def save_curves_figure(path: str | Path, curves: Sequence[PerturbationCurves], d
             ax.grid(True, color="0.92", linewidth=0.6)
     handles = [Line2D([], [], color=styles[m][0], linestyle=styles[m][1], linewidth=1.4) for m in methods]
     fig.legend(handles, methods, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def save_randomisation_figure(path: str | Path, results: Sequence[RandomisationResult], dpi: int = 110) -> Path:
     """Mean Spearman (solid) and SSIM (dashed) against cascade depth, one panel per model."""
     models = list(dict.fromkeys(r.model for r in results))
-    fig = _new_figure(7.0, 0.8 + 2.4 * max(1, len(models)), dpi)
+    fig = new_figure(7.0, 0.8 + 2.4 * max(1, len(models)), dpi)
     if not models:
         fig.text(0.5, 0.5, "no randomisation check computed", ha="center", va="center", fontsize=8, style="italic")
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
     axes = fig.subplots(len(models), 1, squeeze=False)[:, 0]
     styles = _method_styles(list(dict.fromkeys(r.method for r in results)))
     for ax, model in zip(axes, models):
@@ -254,14 +254,14 @@ def save_randomisation_figure(path: str | Path, results: Sequence[RandomisationR
         first = ax.legend(fontsize=6, frameon=False, loc="upper right")
         ax.add_artist(first)
         ax.legend(handles, ["Spearman", "SSIM"], fontsize=6, frameon=False, loc="lower left")
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
 
 
-def _params_line(params: Mapping[str, object]) -> str:
+def params_line(params: Mapping[str, object]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
@@ -299,7 +299,7 @@ def render_xai_figures(result, images: Sequence[np.ndarray] | np.ndarray, out_di
 
     def caption(key: str, models: Sequence[str], params: Mapping[str, object]) -> str:
         family = key.split("/", 1)[0]
-        lines = [f"{TITLES.get(key, TITLES.get(family, key))}. Parameters: {_params_line(params)}."]
+        lines = [f"{TITLES.get(key, TITLES.get(family, key))}. Parameters: {params_line(params)}."]
         if family not in ("superpixel", "attention") and models[0] in result.targets:
             lines.append(f"Explained: {result.targets[models[0]].describe()}.")
         # A cached model's seconds are those of the run that computed its maps: say so.

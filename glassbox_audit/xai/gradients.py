@@ -8,7 +8,7 @@ Each method is a class built from the model alone, explained with one call on a 
 
 The explained scalar is the region-mean logit of :mod:`glassbox_audit.xai.target`. All rows
 (noisy copies x integration steps x images) go through the model in chunks of
-``batch_size`` inside one compiled graph per chunk; see :mod:`glassbox_audit.xai._engine`.
+``batch_size`` inside one compiled graph per chunk; see :mod:`glassbox_audit.xai.engine`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._engine import _POST, chunked, current_options, gradient_function, predict_logits
+from .engine import POST_PROCESSING, chunked, current_options, gradient_function, predict_logits
 from .maths import baseline_images, channel_reduce, integration_nodes
 from .target import TargetRegion, target_region
 from .views import folded_view, guided_view, logits_view
@@ -92,7 +92,7 @@ def _attribute(view: keras.Model, images: np.ndarray, region: TargetRegion, plan
     shape = images.shape[1:]
     # Converted once: every chunk call reads the whole (small) batch and gathers its rows.
     shared = [tf.constant(images), tf.constant(baselines), tf.constant(region.weights)]
-    flags = (tf.constant(plan.times_delta), tf.constant(_POST[post], tf.int32))
+    flags = (tf.constant(plan.times_delta), tf.constant(POST_PROCESSING[post], tf.int32))
     no_noise = tf.zeros((1, 1, 1, 1), tf.float32)
     total = np.zeros((n_out, *shape), np.float32)
 

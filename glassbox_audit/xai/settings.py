@@ -99,7 +99,7 @@ class XaiSettings:
         Methods re-run on the randomised models; empty: every method computed, except the
         model's own attention maps and superpixels, which are not explanations of a target.
     jit_compile : bool
-        Compile the model passes with XLA (:class:`~glassbox_audit.xai._engine.EngineOptions`):
+        Compile the model passes with XLA (:class:`~glassbox_audit.xai.engine.EngineOptions`):
         faster per pass on the CPU, but each distinct chunk shape of each model view is
         compiled first (tens of seconds to minutes on 2 cores), so it pays off only for long
         runs; off by default.

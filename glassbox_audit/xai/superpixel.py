@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import expit
 from skimage.segmentation import slic
 
-from ._engine import predict_logits
+from .engine import predict_logits
 from .maths import superpixel_statistics
 from .views import logits_view
 

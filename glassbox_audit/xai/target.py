@@ -30,7 +30,7 @@ import cv2
 import keras
 import numpy as np
 
-from ._engine import predict_logits
+from .engine import predict_logits
 from .maths import region_weights
 from .views import logits_view
 

@@ -1121,10 +1121,10 @@ def case_query(sb: Sandbox) -> list[Outcome]:
 def case_llm_answer(sb: Sandbox) -> Outcome:
     """An LLM answer and question carrying HTML, rendered by the dossier's own template
     environment: escaped."""
-    from glassbox_audit.report import _environment, default_templates
+    from glassbox_audit.report import default_templates, environment
 
     o = Outcome("HTML in LLM answers", "the LLM appendix rendered with <script> in a question, answer and reading")
-    env = _environment(default_templates())
+    env = environment(default_templates())
     try:
         template = env.get_template("_llm_appendix.html.j2")
     except Exception as exc:  # noqa: BLE001 - the appendix is another helper's; say it is missing

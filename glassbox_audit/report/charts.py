@@ -17,18 +17,18 @@ Conventions shared by all charts:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+
+from .kit import LINESTYLES, MODEL_COLOURS, new_figure, save_png, wrap_label
 
 __all__ = [
     "MODEL_COLOURS",
@@ -40,20 +40,8 @@ __all__ = [
     "plot_training_curves",
 ]
 
-# Okabe-Ito order with yellow last: yellow lines vanish on a white page.
-MODEL_COLOURS: tuple[str, ...] = (
-    "#0072B2",  # blue
-    "#D55E00",  # vermillion
-    "#009E73",  # bluish green
-    "#CC79A7",  # reddish purple
-    "#E69F00",  # orange
-    "#56B4E9",  # sky blue
-    "#000000",  # black
-    "#F0E442",  # yellow
-)
 # A second cue besides colour, for readers who cannot tell two palette entries apart.
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-_LINESTYLES = ("-", (0, (5, 1.5)), "-.", (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)))
 
 _PAGE_WIDTH = 7.0  # inches: A4 minus margins
 _FONT = 8
@@ -65,25 +53,6 @@ _NOT_METRICS = frozenset({"lr", "learning_rate"})
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _new_figure(width: float, height: float, dpi: int, constrained: bool = True) -> Figure:
-    """A figure on its own Agg canvas, detached from pyplot's global state."""
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained" if constrained else None)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig: Figure, path: str | Path, dpi: int) -> Path:
-    """Write ``fig`` as a reproducible PNG and return its path.
-
-    Matplotlib stamps its version into the PNG "Software" chunk; dropping it keeps the
-    bytes identical across patch releases, so audit packs compare equal on re-runs.
-    """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=dpi, metadata={"Software": None}, facecolor="white")
-    return out
 
 
 def _colour(index: int) -> str:
@@ -110,33 +79,6 @@ def _finite(values: Iterable[object]) -> np.ndarray:
     """Values as floats with NaN, inf and non-numbers removed."""
     arr = np.array([_as_float(v) for v in values], dtype=float)
     return arr[np.isfinite(arr)]
-
-
-def _wrap(text: str, width: int, max_lines: int = 2) -> str:
-    """Wrap a label over at most ``max_lines`` lines, shortening the last one if needed.
-
-    Model names are identifiers like ``attention_unet_deep_supervision``, so lines break
-    after ``_``, ``-`` or ``.`` as well as at spaces; only an over-long part is cut mid-word.
-    """
-    width = max(width, 4)
-    lines: list[str] = []
-    current = ""
-    for part in re.split(r"(?<=[_\-.\s])", str(text)):
-        while len(part) > width:  # a part longer than a line: hard split
-            if current:
-                lines.append(current)
-                current = ""
-            lines.append(part[:width])
-            part = part[width:]
-        if len(current) + len(part.rstrip()) > width and current:
-            lines.append(current)
-            current = ""
-        current += part
-    lines = [line.strip() for line in [*lines, current] if line.strip()] or [""]
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = lines[-1][: width - 1] + "\u2026"
-    return "\n".join(lines)
 
 
 def _style_axis(ax: Axes) -> None:
@@ -226,9 +168,9 @@ def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, 
     """
     models = list(histories)
     if not models:
-        fig = _new_figure(_PAGE_WIDTH, 2.0, dpi)
+        fig = new_figure(_PAGE_WIDTH, 2.0, dpi)
         _no_data(fig.add_subplot())
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
 
     # One colour per metric across all models, so "dice" reads the same in every column.
     loss_bases: list[str] = []
@@ -241,7 +183,7 @@ def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, 
 
     ncols = min(len(models), 3)
     groups = math.ceil(len(models) / ncols)
-    fig = _new_figure(_PAGE_WIDTH, 0.5 + 2.7 * groups, dpi)
+    fig = new_figure(_PAGE_WIDTH, 0.5 + 2.7 * groups, dpi)
     grid = fig.add_gridspec(2 * groups, ncols, height_ratios=[1.0, 1.15] * groups)
 
     for i, name in enumerate(models):
@@ -249,7 +191,7 @@ def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, 
         row, col = divmod(i, ncols)
         ax_loss = fig.add_subplot(grid[2 * row, col])
         ax_metric = fig.add_subplot(grid[2 * row + 1, col], sharex=ax_loss)
-        ax_loss.set_title(_wrap(name, 30), fontsize=_FONT)
+        ax_loss.set_title(wrap_label(name, 30), fontsize=_FONT)
         losses, metrics = _split_history(hist)
 
         n_epochs = max((len(v) for k, v in hist.items() if v is not None and k not in _NOT_METRICS), default=0)
@@ -285,7 +227,7 @@ def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, 
                     Line2D([], [], color="0.3", linestyle="--", marker="o", markersize=3.2, markerfacecolor="white")]
         labels += ["training", "validation"]
     _figure_legend(fig, handles, labels)
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------- per batch
@@ -319,7 +261,7 @@ def plot_batch_metric(path: str | Path, values: Mapping[str, Sequence[tuple[int,
     Path
         The path written.
     """
-    fig = _new_figure(_PAGE_WIDTH, 3.2, dpi)
+    fig = new_figure(_PAGE_WIDTH, 3.2, dpi)
     ax = fig.add_subplot()
     handles: list[object] = []
     labels: list[str] = []
@@ -355,7 +297,7 @@ def plot_batch_metric(path: str | Path, values: Mapping[str, Sequence[tuple[int,
 
     if not drawn_any:
         _no_data(ax)
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
 
     _style_axis(ax)
     ax.set_ylim(0.0, 1.0)
@@ -363,7 +305,7 @@ def plot_batch_metric(path: str | Path, values: Mapping[str, Sequence[tuple[int,
     ax.set_ylabel(metric, fontsize=_SMALL)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _figure_legend(fig, handles, labels)
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -393,13 +335,13 @@ def plot_confusion_matrices(path: str | Path, counts: Mapping[str, Mapping[str, 
     """
     models = list(counts)
     if not models:
-        fig = _new_figure(_PAGE_WIDTH, 2.0, dpi)
+        fig = new_figure(_PAGE_WIDTH, 2.0, dpi)
         _no_data(fig.add_subplot())
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
 
     ncols = min(len(models), 4)
     nrows = math.ceil(len(models) / ncols)
-    fig = _new_figure(min(_PAGE_WIDTH, 1.65 * ncols + 1.1), 2.45 * nrows + 0.1, dpi)
+    fig = new_figure(min(_PAGE_WIDTH, 1.65 * ncols + 1.1), 2.45 * nrows + 0.1, dpi)
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(len(models))]
     cmap = ListedColormap(_blues(256)).with_extremes(bad="0.88")
     image = None
@@ -418,7 +360,7 @@ def plot_confusion_matrices(path: str | Path, counts: Mapping[str, Mapping[str, 
             dark = math.isfinite(share) and share > 0.55
             ax.text(k, r, f"{share_text}\n{count_text}", ha="center", va="center", fontsize=_SMALL,
                     color="white" if dark else "black", linespacing=1.25)
-        ax.set_title(_wrap(name, 22), fontsize=_FONT)
+        ax.set_title(wrap_label(name, 22), fontsize=_FONT)
         ax.set_xticks([0, 1], ["lesion", "background"], fontsize=_SMALL)
         ax.set_xlabel("prediction", fontsize=_SMALL)
         ax.tick_params(length=0)
@@ -434,7 +376,7 @@ def plot_confusion_matrices(path: str | Path, counts: Mapping[str, Mapping[str, 
         bar.set_label("share of ground-truth row", fontsize=_SMALL)
         bar.ax.tick_params(labelsize=_SMALL)
         bar.ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def _blues(n: int) -> np.ndarray:
@@ -471,7 +413,7 @@ def plot_histogram(path: str | Path, values: Mapping[str, Sequence[float]], metr
     Path
         The path written.
     """
-    fig = _new_figure(_PAGE_WIDTH, 3.0, dpi)
+    fig = new_figure(_PAGE_WIDTH, 3.0, dpi)
     ax = fig.add_subplot()
     bins = np.linspace(0.0, 1.0, 21)
     handles: list[object] = []
@@ -480,7 +422,7 @@ def plot_histogram(path: str | Path, values: Mapping[str, Sequence[float]], metr
         data = np.clip(_finite(raw or []), 0.0, 1.0)
         if data.size == 0:
             continue
-        style = _LINESTYLES[i % len(_LINESTYLES)]
+        style = LINESTYLES[i % len(LINESTYLES)]
         ax.hist(data, bins=bins, histtype="step", color=_colour(i), linewidth=1.5, linestyle=style)
         label = f"{name} (n={data.size:,}, median {np.median(data):.3f}"
         if threshold is not None and math.isfinite(_as_float(threshold)):
@@ -490,7 +432,7 @@ def plot_histogram(path: str | Path, values: Mapping[str, Sequence[float]], metr
 
     if not handles:
         _no_data(ax)
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
 
     _style_axis(ax)
     ax.set_xlim(0.0, 1.0)
@@ -505,7 +447,7 @@ def plot_histogram(path: str | Path, values: Mapping[str, Sequence[float]], metr
         ax.text(thr + (-0.01 if left else 0.01), 0.97, f"threshold {thr:g}", transform=ax.get_xaxis_transform(),
                 ha="right" if left else "left", va="top", fontsize=_SMALL, color="0.15")
     _figure_legend(fig, handles, labels)
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -539,11 +481,11 @@ def plot_metric_comparison(path: str | Path, metrics: Mapping[str, Mapping[str, 
     for table in metrics.values():
         names += [m for m in (table or {}) if m not in names]
 
-    fig = _new_figure(_PAGE_WIDTH, 3.3, dpi)
+    fig = new_figure(_PAGE_WIDTH, 3.3, dpi)
     ax = fig.add_subplot()
     if not models or not names:
         _no_data(ax)
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
 
     n_models = len(models)
     width = 0.8 / n_models
@@ -583,10 +525,10 @@ def plot_metric_comparison(path: str | Path, metrics: Mapping[str, Mapping[str, 
 
     if not drawn_any:
         _no_data(ax)
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
 
     _style_axis(ax)
-    ax.set_xticks(groups, [_wrap(n, max(int(bar_inches * n_models * 12), 6)) for n in names], fontsize=_SMALL)
+    ax.set_xticks(groups, [wrap_label(n, max(int(bar_inches * n_models * 12), 6)) for n in names], fontsize=_SMALL)
     ax.tick_params(axis="x", length=0)
     # The axis runs a little past 1 only to make room for the labels; ticks stop at 1.
     ax.set_ylim(0.0, max(top, 1.0 + label_room))
@@ -594,7 +536,7 @@ def plot_metric_comparison(path: str | Path, metrics: Mapping[str, Mapping[str, 
     ax.spines["left"].set_bounds(0.0, 1.0)
     ax.set_xlim(-0.5, len(names) - 0.5)
     _figure_legend(fig, handles, [str(m) for m in models])
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)
 
 
 def _interval(pair: object) -> tuple[float, float]:
@@ -626,7 +568,7 @@ def plot_operating_points(path: str | Path, curves: Mapping[str, Sequence[Mappin
     dpi : int, default 110
         Resolution of the PNG.
     """
-    fig = _new_figure(_PAGE_WIDTH, 3.2, dpi)
+    fig = new_figure(_PAGE_WIDTH, 3.2, dpi)
     left, right = fig.subplots(1, 2)
     handles: list[object] = []
     labels: list[str] = []
@@ -634,11 +576,10 @@ def plot_operating_points(path: str | Path, curves: Mapping[str, Sequence[Mappin
         rows = sorted(rows, key=lambda r: r["threshold"])
         if not rows:
             continue
-        t = np.array([r["threshold"] for r in rows])
-        dice = np.array([r["macro_dice"] for r in rows])
-        prec = np.array([r["micro_precision"] for r in rows])
-        rec = np.array([r["micro_recall"] for r in rows])
-        style = _LINESTYLES[i % len(_LINESTYLES)]
+        # Precision is undefined (stored as NULL) at thresholds where nothing is predicted.
+        t, dice, prec, rec = (np.array([_as_float(r[k]) for r in rows])
+                              for k in ("threshold", "macro_dice", "micro_precision", "micro_recall"))
+        style = LINESTYLES[i % len(LINESTYLES)]
         left.plot(t, dice, color=_colour(i), linestyle=style, linewidth=1.5)
         right.plot(rec, prec, color=_colour(i), linestyle=style, linewidth=1.5)
         at = int(np.argmin(np.abs(t - threshold)))
@@ -650,7 +591,7 @@ def plot_operating_points(path: str | Path, curves: Mapping[str, Sequence[Mappin
     if not handles:
         _no_data(left)
         _no_data(right)
-        return _save_png(fig, path, dpi)
+        return save_png(fig, path, dpi)
     for ax in (left, right):
         _style_axis(ax)
     left.axvline(threshold, color="0.15", linestyle=":", linewidth=1.0)
@@ -660,4 +601,4 @@ def plot_operating_points(path: str | Path, curves: Mapping[str, Sequence[Mappin
     right.set_xlabel("recall (pixels)", fontsize=_SMALL)
     right.set_ylabel("precision (pixels)", fontsize=_SMALL)
     _figure_legend(fig, handles, labels)
-    return _save_png(fig, path, dpi)
+    return save_png(fig, path, dpi)

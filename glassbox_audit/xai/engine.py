@@ -35,9 +35,11 @@ import tensorflow as tf
 
 T = TypeVar("T")
 
-_COMPILED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+# The compiled functions of each model view, by what they compute: made once, reused by every
+# method and batch of a run (tests count their traces here).
+COMPILED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
 _BUILDERS = ("logits_function", "gradient_function", "layer_cam_function", "layer_output_function")
-__all__ = ["EngineOptions", "chunked", "compiled", "current_options", "engine_options", "gradient_function",
+__all__ = ["COMPILED", "POST_PROCESSING", "EngineOptions", "chunked", "compiled", "current_options", "engine_options", "gradient_function",
            "layer_cam_function", "layer_output_function", "logits_function", "predict_logits"]
 
 
@@ -122,7 +124,7 @@ def compiled(view: keras.Model, key: tuple, build: Callable[[Callable[[], keras.
     ``build`` receives a zero-argument getter instead of the view: the traced function then
     holds the view weakly and the cache entry does not keep the model alive.
     """
-    per_view = _COMPILED.setdefault(view, {})
+    per_view = COMPILED.setdefault(view, {})
     fn = per_view.get(key)
     if fn is None:
         ref = weakref.ref(view)
@@ -165,7 +167,8 @@ def predict_logits(view: keras.Model, images: np.ndarray, batch_size: int) -> np
     return np.concatenate(parts) if parts else np.zeros((0, *view.output_shape[1:3]), np.float32)
 
 
-_POST = {"none": 0, "abs": 1, "square": 2}
+# How a gradient map is post-processed inside the compiled graph, as the integer flag it takes.
+POST_PROCESSING = {"none": 0, "abs": 1, "square": 2}
 
 
 def gradient_function(view: keras.Model) -> Callable:
