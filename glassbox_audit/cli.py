@@ -65,6 +65,34 @@ def _config(config_path, name, layout, data_root, train_mode, on_bad_input, tta,
                        audits_dir=audits_dir, models_dir=models_dir, **extra)
 
 
+def model_options(fn):
+    """External models to audit instead of the trained variants (glassbox_audit.models.external)."""
+    options = [
+        click.option("--model", "external", multiple=True, metavar="NAME=PATH",
+                     help="Audit this Keras model (.keras or .h5) as NAME, in the order given (repeatable); "
+                          "nothing is trained. Also [[models]] in the config file."),
+        click.option("--unsafe-load", is_flag=True, default=None,
+                     help="Allow external models that need custom code or Lambda layers (runs their code; "
+                          "the dossier says so)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _model_flags(external, unsafe_load) -> dict:
+    """``--model NAME=PATH`` options as config flags (they replace the file's [[models]])."""
+    from .errors import ConfigError
+
+    entries = []
+    for text in external:
+        name, sep, path = text.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--model {text!r} must look like NAME=PATH")
+        entries.append({"name": name.strip(), "path": path.strip()})
+    return {"models": entries or None, "unsafe_load": unsafe_load}
+
+
 def executor_options(fn):
     """Where the heavy stages run: here, or sharded over Dask workers."""
     options = [
@@ -126,18 +154,21 @@ def cli(ctx, debug, verbose, quiet):
 
 @cli.command()
 @config_options
+@model_options
 @executor_options
 @click.option("--no-pdf", is_flag=True, help="Render HTML only.")
 @click.option("--fail-on-regression", is_flag=True,
               help="Exit 1 when a metric fell by more than evaluate.regression_tolerance against the "
                    "previous version (the new version is still written, as evidence).")
 @handle_errors
-def run(no_pdf, fail_on_regression, executor_kind, scheduler, n_workers, **opts):
-    """Train or load the models, evaluate the full test set and write a new audit version.
+def run(no_pdf, fail_on_regression, executor_kind, scheduler, n_workers, external, unsafe_load, **opts):
+    """Train or load the models (or audit external ones: --model), evaluate the full test set and
+    write a new audit version.
 
     Prints the path of the new version folder.
     """
     extra = {"report__pdf": False} if no_pdf else {}
+    extra.update(_model_flags(external, unsafe_load))
     extra.update(_executor_flags(executor_kind, scheduler, n_workers))
     cfg = _config(**opts, **extra)  # before the TensorFlow import: a bad key fails in a second
     if cfg.llm.enabled and cfg.llm.standard_questions:
@@ -219,10 +250,11 @@ def train(**opts):
 
 @cli.command()
 @config_options
+@model_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write JSON here instead of stdout.")
 @click.option("--per-image", is_flag=True, help="Include per-image metrics.")
 @handle_errors
-def evaluate(output, per_image, **opts):
+def evaluate(output, per_image, external, unsafe_load, **opts):
     """Evaluate stored models on a data folder's test partition and print metrics as JSON.
 
     Each configured variant is loaded from the model store by name (the newest stored
@@ -235,18 +267,24 @@ def evaluate(output, per_image, **opts):
     from .evaluate import evaluate_models
     from .models import latest_by_name, load_model
 
-    cfg = _config(**opts)
+    cfg = _config(**opts, **_model_flags(external, unsafe_load))
     ds = load_dataset(cfg.data)
-    models = []
-    for v in cfg.variants:
-        stored = latest_by_name(cfg.models_dir, v.name)
-        if stored is None:
-            raise ModelError(f"{cfg.models_dir}: no stored model named {v.name!r}")
-        models.append(load_model(stored))
-    sizes = {tuple(m.model.input_shape[1:3]) for m in models}
-    if len(sizes) != 1:
-        raise ModelError(f"{cfg.models_dir}: the variants expect different input sizes {sorted(sizes)}")
-    size = sizes.pop()[0]
+    if cfg.models:
+        from .models.external import external_models, test_sample
+
+        models = external_models(cfg, test_sample(ds, cfg))
+        size = cfg.model.input_size
+    else:
+        models = []
+        for v in cfg.variants:
+            stored = latest_by_name(cfg.models_dir, v.name)
+            if stored is None:
+                raise ModelError(f"{cfg.models_dir}: no stored model named {v.name!r}")
+            models.append(load_model(stored))
+        sizes = {tuple(m.model.input_shape[1:3]) for m in models}
+        if len(sizes) != 1:
+            raise ModelError(f"{cfg.models_dir}: the variants expect different input sizes {sorted(sizes)}")
+        size = sizes.pop()[0]
     evals = evaluate_models(models, ds, size, cfg.evaluate)
     doc = {
         "dataset": {"layout": ds.layout, "root": str(ds.root), "description": ds.description,

@@ -35,6 +35,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "ExecutorConfig",
+    "ExternalModelConfig",
     "FolderConfig",
     "LlmConfig",
     "LossConfig",
@@ -226,6 +227,33 @@ class VariantConfig:
         # is AuditConfig's to check.
         _check(bool(SAFE_NAME.match(self.name)), f"{key}.name", f"must be a simple name, got {self.name!r}")
         self.loss.validate(f"{key}.loss")
+
+
+@dataclass
+class ExternalModelConfig:
+    """A Keras segmentation model trained elsewhere, audited as it is (``[[models]]`` in the
+    TOML, ``run --model NAME=PATH``); see :mod:`glassbox_audit.models.external`."""
+
+    name: str = ""
+    path: str = ""  # a .keras file (Keras 3) or a legacy .h5
+    description: str = ""  # what the team says about it; printed on its card
+    # What the model expects, from an RGB image scaled to [0, 1]: "unit" as is, "symmetric"
+    # 2x - 1 (to [-1, 1]), "standardize" (x - mean) / std per channel, mean and std on the [0, 1]
+    # scale (ImageNet: mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]).
+    preprocess: Literal["unit", "symmetric", "standardize"] = "unit"
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def validate(self, key: str) -> None:
+        _check(bool(SAFE_NAME.match(self.name)), f"{key}.name", f"must be a simple name, got {self.name!r}")
+        _check(bool(self.path), f"{key}.path", "is required (the model file)")
+        if self.preprocess == "standardize":
+            _check(len(self.mean) in (1, 3) and len(self.std) == len(self.mean), f"{key}.mean",
+                   "and std must both hold 1 or 3 values with preprocess = 'standardize'")
+            _check(all(v > 0 for v in self.std), f"{key}.std", "values must be positive")
+        else:
+            _check(not self.mean and not self.std, f"{key}.mean",
+                   f"and std apply only with preprocess = 'standardize', not {self.preprocess!r}")
 
 
 def default_variants() -> list[VariantConfig]:
@@ -438,9 +466,19 @@ class AuditConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    # External models to audit instead of training the variants (nothing is trained then).
+    models: list[ExternalModelConfig] = field(default_factory=list)
+    # Load external models that need custom code or Lambda layers (safe mode off); the
+    # dossier's provenance says so in red.
+    unsafe_load: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def model_names(self) -> list[str]:
+        """The names of the models an audit evaluates, in order: the external ones, else the variants."""
+        return [m.name for m in self.models] if self.models else [v.name for v in self.variants]
 
     def validate(self) -> None:
         """Refuse impossible values with a message naming the key: each section checks itself
@@ -451,6 +489,8 @@ class AuditConfig:
         self.model.validate("model")
         self.train.validate("train")
         names = self._validate_variants("variants")
+        if self.models:
+            names = self._validate_models("models")
         self.evaluate.validate("evaluate")
         _check(not self.evaluate.reference_variant or self.evaluate.reference_variant in names,
                "evaluate.reference_variant",
@@ -459,6 +499,14 @@ class AuditConfig:
         self.report.validate("report")
         self.executor.validate("executor")
         self.llm.validate("llm")
+
+    def _validate_models(self, key: str) -> list[str]:
+        _check(len(self.models) <= 8, key, f"must list at most 8 models, got {len(self.models)}")
+        names = [m.name for m in self.models]
+        _check(len(set(names)) == len(names), key, f"names must be unique, got {names}")
+        for i, m in enumerate(self.models):
+            m.validate(f"{key}.{i}")
+        return names
 
     def _validate_variants(self, key: str) -> list[str]:
         """Check the list as a whole, then each variant; the names, for the checks that refer to them."""

@@ -23,6 +23,7 @@ from .data import Dataset, load_dataset
 from .evaluate import predict_batches, predict_thumbnails, select_batches
 from .executor import make_executor
 from .models import obtain_models
+from .models.external import external_models, test_sample
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import RenderedFile, overlays, render_dossier, run_templates
 from .store import DATABASE, AuditStore
@@ -135,7 +136,10 @@ class Computed:
 def _compute(cfg: AuditConfig, executor) -> Computed:
     """The heavy, pure stages: nothing is written to the audits folder here."""
     ds = load_dataset(cfg.data)
-    models = obtain_models(cfg, ds, Path(cfg.models_dir))
+    if cfg.models:  # audited as they are: nothing is trained
+        models = external_models(cfg, test_sample(ds, cfg))
+    else:
+        models = obtain_models(cfg, ds, Path(cfg.models_dir))
     evals = executor.evaluate(models, ds, cfg.model.input_size, cfg.evaluate)
     selected = select_batches(evals, cfg.evaluate)
     views = predict_batches(models, ds, cfg.model.input_size, cfg.evaluate, [b for b, _ in selected])
@@ -198,7 +202,7 @@ def _record_explanations(store: AuditStore, cfg: AuditConfig, c: Computed, run_i
             continue
         store.record_xai(run_id, view.index, result.summary_rows() + [
             {"check": "timing", "model": t["model"], "method": t["method"], "seconds": t["seconds"]}
-            for t in result.timing_rows()])
+            for t in result.timing_rows()], notes=result.notes)
         for path, kind, desc in render_xai_figures(result, view.images, folder / "figures",
                                                    prefix=f"batch{view.index:04d}_",
                                                    scale=cfg.report.figure_scale, dpi=cfg.report.figure_dpi):

@@ -10,7 +10,7 @@ Tables (``schema_version`` in ``meta``):
 (tall: one row per metric and averaging), ``metric_intervals`` (95% bootstrap), ``image_metrics``, ``batch_metrics``,
 ``operating_points`` (metrics per threshold), ``selected_batches``, ``comparisons`` and ``comparison_changes`` (against the previous
 version), ``xai_checks`` (faithfulness and sanity checks of the explanations, tall),
-``reviews`` and ``image_flags`` (human review), ``artifacts``.
+``xai_notes`` (methods skipped for a model, and why), ``reviews`` and ``image_flags`` (human review), ``artifacts``.
 """
 
 from __future__ import annotations
@@ -224,6 +224,8 @@ class AuditStore:
             }, pk=("run_id", "batch_index", "check_name", "model", "method", "detail", "metric"),
                 foreign_keys=[("run_id", "runs", "id")])
             db["xai_readings"].create({"check_name": str, "reading": str}, pk="check_name")
+            db["xai_notes"].create({"run_id": str, "batch_index": int, "note": str}, pk=("run_id", "batch_index", "note"),
+                                   foreign_keys=[("run_id", "runs", "id")])
             db["reviews"].create({
                 "id": int, "version": int, "reviewed_version": str, "reviewed_manifest_sha256": str,
                 "reviewer": str, "decision": str, "note": str, "created_at": str,
@@ -341,9 +343,11 @@ class AuditStore:
             self.db["xai_readings"].upsert_all(
                 ({"check_name": k, "reading": v} for k, v in readings.items()), pk="check_name")
 
-    def record_xai(self, run_id: str, batch_index: int, rows: Iterable[dict[str, Any]]) -> None:
+    def record_xai(self, run_id: str, batch_index: int, rows: Iterable[dict[str, Any]],
+                   notes: Iterable[str] = ()) -> None:
         """Store XAI check summaries (one dict per check, model, method) in tall form:
-        every numeric field becomes a (metric, value) row."""
+        every numeric field becomes a (metric, value) row; and the batch's notes (methods
+        skipped for a model, and why)."""
         keys = ("check", "model", "method")
         out = []
         for r in rows:
@@ -357,6 +361,15 @@ class AuditStore:
         with self.db.atomic():
             self.db["xai_checks"].upsert_all(out, pk=("run_id", "batch_index", "check_name", "model", "method",
                                                       "detail", "metric"))
+            self.db["xai_notes"].upsert_all(({"run_id": run_id, "batch_index": batch_index, "note": n}
+                                             for n in dict.fromkeys(notes)), pk=("run_id", "batch_index", "note"))
+
+    def xai_notes(self, run_id: str, batch_index: int) -> list[str]:
+        """Notes on a batch's explanations; none in databases from before they were stored."""
+        if "xai_notes" not in self.db.table_names():
+            return []
+        return [r["note"] for r in self.rows("select note from xai_notes where run_id = ? and batch_index = ? "
+                                             "order by rowid", [run_id, batch_index])]
 
     def record_review(self, review: dict[str, Any], flags: list[tuple[str, str]]) -> int:
         with self.db.atomic():

@@ -101,8 +101,11 @@ def load_model(stored: StoredModel, input_size: int | None = None) -> StoredMode
         stored = _replaced_whole(stored, actual)
     if actual != stored.card.get("sha256"):
         raise ModelError(f"{path}: sha256 {actual[:12]} does not match its card ({str(stored.card.get('sha256'))[:12]}); the file was changed or corrupted")
+    # Safe mode always, except for an external model its user chose to load unsafely
+    # (--unsafe-load, recorded in its card and printed in red in the dossier).
+    safe = not stored.card.get("external", {}).get("unsafe_load", False)
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe)
     except Exception as exc:  # keras raises many types for corrupt or unsafe files
         raise ModelError(f"{path}: cannot load model safely ({type(exc).__name__}: {exc})") from None
     if input_size is not None and tuple(model.input_shape[1:3]) != (input_size, input_size):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-__all__ = ["LAYER_GROUPS", "build_attention_unet", "layer_group"]
+__all__ = ["ADAPTER_PREFIX", "LAYER_GROUPS", "build_attention_unet", "layer_group"]
 
 LAYER_GROUPS = {
     "encoder": "enc",
@@ -23,6 +23,11 @@ LAYER_GROUPS = {
     "decoder": "dec",
     "output": "logits",
 }
+
+
+# The layers an audited external model gets around its own (resize, grey, preprocessing,
+# resize back: glassbox_audit.models.external): never one of the model's stages.
+ADAPTER_PREFIX = "audit_"
 
 
 def layer_group(name: str) -> str | None:

@@ -144,6 +144,7 @@ def _models(r: _Run) -> list[dict[str, Any]]:
             "base_training_seconds": card.get("base_training_seconds"), "hardware": card.get("hardware", {}),
             "created": card.get("created"), "base_model": card.get("base_model"),
             "train_fingerprint": card.get("data", {}).get("train_fingerprint"),
+            "external": card.get("external"),
         })
     return out
 
@@ -203,6 +204,7 @@ def _batches(store: AuditStore, r: _Run) -> list[dict[str, Any]]:
             "xai_figures": of_batch("xai", "xai_layers"),
             "xai_check_figures": of_batch("xai_check"),
             "xai_tables": _xai_tables(xai_rows, readings),
+            "xai_notes": store.xai_notes(r.run["id"], b),
         })
     return out
 

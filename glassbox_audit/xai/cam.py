@@ -29,14 +29,15 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from glassbox_audit.models.unet import LAYER_GROUPS, layer_group
+from glassbox_audit.models.unet import ADAPTER_PREFIX, LAYER_GROUPS, layer_group
 
 from .engine import chunked, layer_cam_function
 from .maths import normalise_unit, smooth_maps
 from .target import TargetRegion, target_region
 from .views import logits_view
 
-__all__ = ["GradCAM", "LayerGradCAM", "default_cam_layer", "group_layers", "spatial_layers"]
+__all__ = ["GradCAM", "LayerGradCAM", "default_cam_layer", "depth_groups", "group_layers",
+           "spatial_layers"]
 
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
@@ -81,6 +82,34 @@ def group_layers(model: keras.Model, group: str) -> list[str]:
             continue
         last[name.split("_")[0]] = name  # later layers of a block overwrite earlier ones
     return list(last.values())
+
+
+def depth_groups(model: keras.Model) -> dict[str, list[str]]:
+    """Layer groups by depth for a model whose layer names do not follow the builder's groups.
+
+    The spatial multi-channel layers (pooling and the audit's own adapter layers left out),
+    in model order, are grouped by their resolution on the way down (``down 64 px``), at the
+    coarsest resolution (``bottom 16 px``) and on the way up (``up 64 px``); each group's
+    member is its last layer, the output of that stage.
+    """
+    view = logits_view(model)
+    names, sizes = [], []
+    for name in spatial_layers(model):
+        layer = view.get_layer(name)
+        if isinstance(layer, _POOLING) or name.startswith(ADAPTER_PREFIX) or layer is view.layers[-1] \
+                or layer.output.shape[-1] < 2:
+            continue
+        names.append(name)
+        sizes.append(int(layer.output.shape[1]))
+    if not names:
+        return {}
+    bottom = min(sizes)
+    first, last = sizes.index(bottom), len(sizes) - 1 - sizes[::-1].index(bottom)
+    groups: dict[str, list[str]] = {}
+    for i, (name, size) in enumerate(zip(names, sizes)):
+        side = "down" if i < first else "bottom" if i <= last else "up"
+        groups.setdefault(f"{side} {size} px", []).append(name)
+    return {group: members[-1:] for group, members in groups.items()}
 
 
 def _cams(model: keras.Model, images: np.ndarray, layers: list[str], region: TargetRegion, smoothing: float,
@@ -176,6 +205,9 @@ class LayerGradCAM:
             raise ValueError(f"layer {missing[0]!r} has no 4-D output in model {self.model.name!r}")
         members = {g: group_layers(self.model, g) for g in groups}
         members = {g: names for g, names in members.items() if names}
+        if not members and groups and not any(layer_group(n) for n in known):
+            # Not our builder's names (an external model): its stages by depth instead.
+            members = depth_groups(self.model)
         wanted = [n for names in members.values() for n in names] + list(layers)
         if not wanted:
             return {}
