@@ -437,7 +437,8 @@ def run(args) -> dict:
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", required=True, help="run name (folder under --runs, key in the results)")
+    ap.add_argument("--name", help="run name (folder under --runs, key in the results)")
+    ap.add_argument("--table", action="store_true", help="print the results file as a Markdown table and exit")
     ap.add_argument("--recipe", choices=["new", "current"], default="new",
                     help="defaults to start from: 'current' = the shipped recipe (Adam 2e-3 cosine, "
                          "Dice+0.5 BCE, per-sample augmentation, no deep supervision)")
@@ -482,8 +483,34 @@ def parse(argv):
     return args
 
 
+def table(path: Path = RESULTS) -> str:
+    """The results file as a Markdown table (official validation, flip TTA on and off)."""
+    head = ("| run | px | f | DS | loss | opt | aug | SoG | epochs | best ep | train min | s/epoch | TTA "
+            "| Dice macro | Dice micro | IoU macro | thr. Jaccard | failures | precision | recall |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        st = r["settings"]
+        loss = st["loss"] if st["loss"] != "tversky" else f"tversky {st['alpha']}/{st['beta']}"
+        for tta in (False, True):
+            m = r["official_val"][f"tta_{tta}"]
+            lines.append(
+                f"| {r['name']} | {st['size']} | {st['filters']} | {'y' if st['deep_supervision'] else '-'} "
+                f"| {loss} | {st['optimizer']} {st['lr']:g} | {st['aug']} | {'y' if st['sog'] else '-'} "
+                f"| {r['epochs_run']} | {r['best']['epoch']} | {r['train_minutes']} | {r['sec_per_epoch']:.0f} "
+                f"| {'flip' if tta else '-'} | {m['dice_macro']:.4f} | {m['dice_micro']:.4f} | {m['iou_macro']:.4f} "
+                f"| {m['thresholded_jaccard']:.4f} | {m['failures']} | {m['precision_macro']:.4f} "
+                f"| {m['recall_macro']:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.table:
+        print(table())
+        return
+    if not args.name:
+        raise SystemExit("--name is required")
     args.runs.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[logging.StreamHandler(),
