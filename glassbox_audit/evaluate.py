@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .config import EvalConfig
 from .data import Dataset, iter_batches
-from .metrics import (METRICS, aggregate, bootstrap_intervals, confusion_counts, image_mean, metrics_from_counts,
+from .metrics import (IMAGE_METRICS, aggregate, bootstrap_intervals, confusion_counts, image_mean, metrics_from_counts,
                       operating_points, per_image_scores, threshold_counts)
 from .postprocess import postprocess
 
@@ -75,7 +75,7 @@ class ModelEvaluation:
             rows.append({
                 "batch_index": int(b), "n_images": int(sel.sum()),
                 "tp": int(pooled[0]), "fp": int(pooled[1]), "fn": int(pooled[2]), "tn": int(pooled[3]),
-                **{k: float(m[k]) for k in METRICS},
+                **{k: float(m[k]) for k in IMAGE_METRICS},
                 "mean_dice": image_mean(per_image["dice"][sel]),
                 "mean_iou": image_mean(per_image["iou"][sel]),
             })

@@ -23,7 +23,7 @@ from .data import Dataset, load_dataset
 from .evaluate import predict_batches, predict_thumbnails, select_batches
 from .executor import make_executor
 from .models import obtain_models
-from .models.external import external_models, test_sample
+from .models.external import external_models, first_test_batch
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import RenderedFile, overlays, render_dossier, run_templates
 from .store import DATABASE, AuditStore
@@ -137,7 +137,7 @@ def _compute(cfg: AuditConfig, executor) -> Computed:
     """The heavy, pure stages: nothing is written to the audits folder here."""
     ds = load_dataset(cfg.data)
     if cfg.models:  # audited as they are: nothing is trained
-        models = external_models(cfg, test_sample(ds, cfg))
+        models = external_models(cfg, first_test_batch(ds, cfg))
     else:
         models = obtain_models(cfg, ds, Path(cfg.models_dir))
     evals = executor.evaluate(models, ds, cfg.model.input_size, cfg.evaluate)

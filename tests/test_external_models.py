@@ -113,7 +113,7 @@ def test_layer_gradcam_groups_an_unknown_architecture_by_resolution(user_files):
 
     model = keras.models.load_model(user_files["grey"], compile=False)
     entry = ExternalModelConfig("grey", str(user_files["grey"]))
-    _, logits = adapt(model, entry, 32, check_contract(model, user_files["grey"]))
+    logits = adapt(model, entry, 32, check_contract(model, user_files["grey"]))
     assert depth_groups(logits) == {"down 64 px": ["stem"], "bottom 32 px": ["deep"], "up 64 px": ["merge"]}
     images, masks = discs(2, 32, 3, seed=5)
     maps = LayerGradCAM(logits).explain(images, target="truth", masks=masks[..., 0])
@@ -231,3 +231,26 @@ def test_models_in_the_config_are_checked_before_anything_runs(tmp_path):
         load_config(overrides=[_models_override([{"name": "a", "path": "x.keras"}, {"name": "a", "path": "y.keras"}])])
     with pytest.raises(ConfigError, match="at most 8 models"):
         load_config(overrides=[_models_override([{"name": f"m{i}", "path": "x.keras"} for i in range(9)])])
+
+
+def test_questions_name_external_models_by_their_own_names(external_audit):
+    from glassbox_audit.llm import Catalog, answer_question, parse_question
+
+    db = external_audit["result"].database
+    catalog = Catalog.load(db)
+    assert catalog.model_names == ["grey", "rgb"]
+    assert parse_question("What is the Dice of rgb?", catalog).models == ("rgb",)
+    ans = answer_question("Dice of model 1", db)  # no LLM: the parser's reading, for review
+    assert [v.model for v in ans.values] == ["grey"] and ans.values[0].value is not None
+
+
+def test_a_fleet_audit_takes_external_models_from_its_config_file(user_files, tmp_path):
+    from glassbox_audit.fleet import load_fleet
+
+    config = tmp_path / "external.toml"
+    config.write_text(f'[[models]]\nname = "grey"\npath = "{user_files["grey"]}"\n\n'
+                      f'[[models]]\nname = "rgb"\npath = "{user_files["rgb"]}"\npreprocess = "symmetric"\n')
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[[audit]]\nname = "site-a"\nconfig = "external.toml"\n')
+    [cfg] = load_fleet(fleet).configs()
+    assert cfg.model_names == ["grey", "rgb"] and cfg.models[1].preprocess == "symmetric"

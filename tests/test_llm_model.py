@@ -28,7 +28,7 @@ from glassbox_audit.llm import (
     load_configured_model,
     read_queries,
 )
-from glassbox_audit.llm.catalog import DATASET_METRICS
+from glassbox_audit.llm.catalog import ASKABLE_DATASET_METRICS
 from glassbox_audit.llm.grammar import FIELD_ORDER, in_language, intent_gbnf
 from glassbox_audit.llm.intent import Intent
 from glassbox_audit.llm.prompt import build_messages
@@ -119,7 +119,7 @@ def test_verified_exactly_when_both_readings_agree_and_values_are_the_sql_values
     intent = ans.llm_intent.canonical(catalog)
     with open_readonly(db) as conn:
         for v in ans.values:  # dataset questions: each value is the stored figure of the LLM's reading
-            averaging = "dataset" if v.metric in DATASET_METRICS else "micro" if intent.aggregate == "micro" else "macro"
+            averaging = "dataset" if v.metric in ASKABLE_DATASET_METRICS else "micro" if intent.aggregate == "micro" else "macro"
             expected = run_query(conn, "select m.value from evaluation_metrics m join evaluations e on "
                                        "e.id = m.evaluation_id where e.model_name = ? and m.averaging = ? and "
                                        "m.metric = ?", [v.model, averaging, v.metric]).rows

@@ -197,7 +197,7 @@ def test_the_registry_derives_every_list_the_other_modules_use():
     from glassbox_audit.metrics import (ACCEPTANCE_METRICS, COMPARED_METRICS, DATASET_FIGURES, DEFAULT_ACCEPTANCE,
                                         IMAGE_COLUMNS, IMAGE_METRICS, REGISTRY, WATCHED_METRICS)
 
-    assert IMAGE_METRICS == ("dice", "iou", "precision", "recall", "f1", "pixel_accuracy", "specificity")
+    assert IMAGE_METRICS == ("dice", "iou", "precision", "recall", "f1", "specificity", "pixel_accuracy")
     assert IMAGE_COLUMNS == IMAGE_METRICS + ("thresholded_jaccard",)
     assert set(COMPARED_METRICS) <= set(IMAGE_COLUMNS) and set(WATCHED_METRICS) <= set(COMPARED_METRICS)
     assert "n_images" in DATASET_FIGURES and "n_images" not in ACCEPTANCE_METRICS  # a count has no direction

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..query import ReadOnlyConnection, open_readonly, run_query
-from .catalog import DATASET_METRICS, IMAGE_METRICS, METRIC_LABELS, Catalog
+from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
 from .grammar import in_language, intent_gbnf
 from .intent import Intent, IntentError, parse_question
 from .prompt import build_messages
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("verified", "needs review", "not found")
 
 # Metric -> column of image_metrics / batch_metrics. Fixed text: the only identifiers SQL gets.
-_COLUMNS = {m: m for m in IMAGE_METRICS}
+_COLUMNS = {m: m for m in ASKABLE_IMAGE_METRICS}
 
 _SQL_DATASET = ("select e.model_name as model, m.metric as metric, m.value as value "
                 "from evaluation_metrics m join evaluations e on e.id = m.evaluation_id "
@@ -122,7 +122,7 @@ class Answer:
 
 
 def _averaging(metric: str, aggregate: str) -> str:
-    if metric in DATASET_METRICS:
+    if metric in ASKABLE_DATASET_METRICS:
         return "dataset"
     return "micro" if aggregate == "micro" else "macro"
 
@@ -141,7 +141,7 @@ def execute(intent: Intent, conn: ReadOnlyConnection, catalog: Catalog) -> Execu
     order = "desc" if intent.aggregate == "max" else "asc"
     for metric in intent.metrics:
         avg = _averaging(metric, intent.aggregate)
-        if intent.scope != "dataset" and metric in DATASET_METRICS:
+        if intent.scope != "dataset" and metric in ASKABLE_DATASET_METRICS:
             continue  # no per-batch or per-image figure: reported as not found
         col = _COLUMNS.get(metric)
         for model in intent.models:
@@ -223,7 +223,7 @@ def _missing(intent: Intent, catalog: Catalog) -> list[str]:
         missing.append(f"batch {intent.batch}")
     if intent.scope != "dataset":
         missing += [f"{METRIC_LABELS[m]} per {intent.scope} (recorded for the whole test set only)"
-                    for m in intent.metrics if m in DATASET_METRICS]
+                    for m in intent.metrics if m in ASKABLE_DATASET_METRICS]
     return list(dict.fromkeys(missing))
 
 

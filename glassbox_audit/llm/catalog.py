@@ -13,13 +13,14 @@ from pathlib import Path
 from ..metrics import REGISTRY
 from ..query import open_readonly, run_query
 
-__all__ = ["DATASET_METRICS", "IMAGE_METRICS", "METRIC_LABELS", "Catalog", "ModelRef"]
+__all__ = ["ASKABLE_DATASET_METRICS", "ASKABLE_IMAGE_METRICS", "METRIC_LABELS", "Catalog", "ModelRef"]
 
 # What a question may ask for, from the one registry of metrics: the metrics stored per image
 # and per batch (micro and macro), less those that are another name of the same number (F1 is
 # Dice), and the figures stored for the whole test set only.
-IMAGE_METRICS = tuple(m.name for m in REGISTRY.values() if m.level == "image" and m.same_as is None)
-DATASET_METRICS = tuple(m.name for m in REGISTRY.values() if m.level == "dataset" and m.higher_is_better is not None)
+ASKABLE_IMAGE_METRICS = tuple(m.name for m in REGISTRY.values() if m.level == "image" and m.same_as is None)
+ASKABLE_DATASET_METRICS = tuple(m.name for m in REGISTRY.values()
+                                if m.level == "dataset" and m.higher_is_better is not None)
 METRIC_LABELS = {m.name: m.phrase for m in REGISTRY.values()}
 
 
@@ -73,7 +74,7 @@ class Catalog:
             stored = {r["metric"] for r in rows(
                 "select distinct m.metric from evaluation_metrics m join evaluations e on e.id = m.evaluation_id "
                 "where e.run_id = ?", [run["id"]])}
-            metrics = [m for m in (*IMAGE_METRICS, *DATASET_METRICS) if m in stored]
+            metrics = [m for m in (*ASKABLE_IMAGE_METRICS, *ASKABLE_DATASET_METRICS) if m in stored]
             batches = [r["b"] for r in rows(
                 "select distinct i.batch_index as b from image_metrics i join evaluations e on e.id = i.evaluation_id "
                 "where e.run_id = ? order by b", [run["id"]])]

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..metrics import REGISTRY, UNSUPPORTED_METRICS
-from .catalog import DATASET_METRICS, IMAGE_METRICS, METRIC_LABELS, Catalog
+from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
 
 __all__ = ["AGGREGATES", "METRIC_SYNONYMS", "SCOPES", "Intent", "IntentError", "parse_question"]
 
@@ -31,7 +31,7 @@ AGGREGATES = ("macro", "micro", "max", "min")
 # (F1 for Dice) reads as that number.
 METRIC_SYNONYMS: dict[str, tuple[str, ...]] = {}
 for _m in REGISTRY.values():
-    if _m.name in (*IMAGE_METRICS, *DATASET_METRICS) or _m.same_as:
+    if _m.name in (*ASKABLE_IMAGE_METRICS, *ASKABLE_DATASET_METRICS) or _m.same_as:
         _key = _m.same_as or _m.name
         METRIC_SYNONYMS[_key] = METRIC_SYNONYMS.get(_key, ()) + _m.synonyms
 del _m
@@ -78,7 +78,7 @@ class Intent:
         image = self.image if self.scope == "image" else None
         aggregate = self.aggregate
         one_unit = self.scope == "dataset" or batch is not None or image is not None
-        if aggregate == "micro" and (image is not None or all(m in DATASET_METRICS for m in metrics)):
+        if aggregate == "micro" and (image is not None or all(m in ASKABLE_DATASET_METRICS for m in metrics)):
             aggregate = "macro"  # one image, or a figure with a single averaging: nothing to pool
         if aggregate in ("max", "min") and one_unit and len(models) == 1:
             aggregate = "macro"  # ranking one model against itself is just its value
@@ -249,7 +249,7 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
     metrics = [m for m in metrics if m in catalog.metrics] or (["dice"] if not unknown_metrics else [])
     if scope != "dataset":
         for mtr in metrics:
-            if mtr in DATASET_METRICS:
+            if mtr in ASKABLE_DATASET_METRICS:
                 missing.append(f"{METRIC_LABELS[mtr]} per {scope} (recorded for the whole test set only)")
 
     aggregate = "macro"

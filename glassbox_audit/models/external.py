@@ -8,8 +8,8 @@ A team brings a Keras 3 ``.keras`` file or a legacy ``.h5``. :func:`load_externa
 2. discovers the contract from the model and checks it: one input ``(H, W, C)`` with C = 1 or 3
    (1-channel models get grayscale input), one output, a single-channel map the size of the
    input or a fixed fraction of it, ending in a sigmoid or in no activation (logits); the
-   activation is read from the graph and confirmed on the test images (a sigmoid's outputs
-   must lie in [0, 1]);
+   activation is read from the graph and confirmed on the test images (their range goes into
+   the card, with a note when logits never leave [0, 1]);
 3. builds the *adapted* model the audit runs: the audit's RGB input in [0, 1] at
    ``model.input_size``, resized to the model's own size, made grey where the model wants one
    channel, preprocessed as the model expects (``preprocess``), then the model's own layers
@@ -41,8 +41,8 @@ from ..errors import ModelError
 from .registry import StoredModel, find_model, load_model, model_key, save_model
 from .unet import ADAPTER_PREFIX
 
-__all__ = ["ADAPTER_VERSION", "adapt", "check_contract", "external_models", "load_external", "preprocessing_text", "test_sample",
-           "unsafe_parts"]
+__all__ = ["ADAPTER_VERSION", "adapt", "check_contract", "confirm_output", "external_models", "first_test_batch",
+           "load_external", "preprocessing_text", "unsafe_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,7 @@ def check_contract(model, path: Path) -> dict[str, Any]:
     activation = _activation(history.operation if history is not None else model.layers[-1])
     if activation not in _ALLOWED_ACTIVATIONS:
         raise ModelError(f"{path}: the output ends in a {activation} activation; expected a sigmoid or none (logits)")
-    return {"input_shape": list(shape_in[1:]), "output_shape": list(shape_out[1:]), "activation": activation,
-            "output_stride": h // oh}
+    return {"input_shape": list(shape_in[1:]), "output_shape": list(shape_out[1:]), "activation": activation}
 
 
 def adapt(model, entry: ExternalModelConfig, input_size: int, contract: dict[str, Any], unsafe: bool = False):
@@ -215,30 +214,40 @@ def adapt(model, entry: ExternalModelConfig, input_size: int, contract: dict[str
     if tuple(logits.output.shape[1:3]) != (input_size, input_size):
         # Scored and explained at the audit's input size, as our own models are: the logits
         # resized back (bilinear, as evaluation resizes probabilities to native size).
-        back = layers.Resizing(input_size, input_size, interpolation="bilinear", name=name("resize_back"))(logits.output)
+        back = layers.Resizing(input_size, input_size, interpolation="bilinear",
+                               name=name("resize_back"))(logits.output)
         logits = keras.Model(logits.input, back, name=flat.name)
-    return flat, logits
+    return logits
 
 
-def _observed_range(flat, contract: dict[str, Any], sample: np.ndarray | None, path: Path) -> list[float] | None:
-    """Confirm the activation read from the graph on real test images."""
+def confirm_output(stored: StoredModel, sample: np.ndarray | None) -> StoredModel:
+    """Confirm the output activation read from the graph on this run's test images.
+
+    The model's own outputs are the adapted model's logits, through a sigmoid when the graph
+    ends in one. Their range, and a note when logits never leave [0, 1] (probabilities from an
+    activation the graph does not call a sigmoid?), go into this run's copy of the card.
+    """
+    external = stored.card["external"]
     if sample is None or not len(sample):
-        return None
-    out = np.asarray(flat(sample, training=False))
-    lo, hi = float(np.nanmin(out)), float(np.nanmax(out))
-    if not np.isfinite(out).all():
-        raise ModelError(f"{path}: the model's outputs on the test images are not finite")
-    if contract["activation"] == "sigmoid" and (lo < 0 or hi > 1):
-        raise ModelError(f"{path}: the graph ends in a sigmoid but outputs on the test images span "
-                         f"{lo:.3g}..{hi:.3g}, outside [0, 1]")
-    return [lo, hi]
+        return stored
+    z = np.asarray(stored.model(sample, training=False), np.float64)
+    if not np.isfinite(z).all():
+        raise ModelError(f"{external['source']}: the model's outputs on the test images are not finite")
+    out = 1 / (1 + np.exp(-z)) if external["output_activation"] == "sigmoid" else z
+    lo, hi = float(out.min()), float(out.max())
+    notes = []
+    if external["output_activation"] == "linear" and 0 <= lo and hi <= 1:
+        notes.append("outputs on the test images stayed inside [0, 1] although the graph ends without a "
+                     "sigmoid; read as logits, as the graph says")
+    stored.card = {**stored.card, "external": {**external, "observed_output_range": [lo, hi], "notes": notes}}
+    return stored
 
 
 def _summary(model) -> dict[str, int]:
     return dict(Counter(type(layer).__name__ for layer in model.layers).most_common())
 
 
-def _own_stored(path: Path, input_size: int) -> StoredModel | None:
+def _own_stored(path: Path) -> StoredModel | None:
     """One of our stored models, named by its file: loaded with its own card."""
     card_path = path.parent / "card.json"
     if path.name != "model.keras" or not card_path.is_file():
@@ -262,7 +271,7 @@ def load_external(entry: ExternalModelConfig, input_size: int, models_dir: Path,
     path = Path(entry.path).expanduser()
     if not path.is_file():
         raise ModelError(f"{path}: model file not found (models entry {entry.name!r})")
-    own = _own_stored(path, input_size)
+    own = _own_stored(path)
     if own is not None:
         loaded = load_model(own, input_size)
         loaded.name = entry.name
@@ -283,19 +292,14 @@ def load_external(entry: ExternalModelConfig, input_size: int, models_dir: Path,
     if stored is None:
         model = _load_keras(path, unsafe)
         contract = check_contract(model, path)
-        flat, logits = adapt(model, entry, input_size, contract, unsafe)
-        observed = _observed_range(flat, contract, sample, path)
-        notes = []
-        if contract["activation"] == "linear" and observed and 0 <= observed[0] and observed[1] <= 1:
-            notes.append("outputs on the test images stayed inside [0, 1] although the graph ends without a "
-                         "sigmoid; read as logits, as the graph says")
+        logits = adapt(model, entry, input_size, contract, unsafe)
         card = {
             "schema_version": 1,
             "description": entry.description or "External model (training not audited).",
             "external": {"source": str(path), "file_sha256": file_sha, "format": path.suffix.lower(),
                          "training": "not audited: trained outside GlassBox Audit", "unsafe_load": unsafe,
                          "preprocessing": preprocessing_text(entry), "output_activation": contract["activation"],
-                         "observed_output_range": observed, "notes": notes},
+                         "observed_output_range": None, "notes": []},
             "architecture": {"type": "external Keras model", "input_size": input_size,
                              "parameters": int(model.count_params()), "layers": len(model.layers),
                              "layer_types": _summary(model), "model_input_shape": contract["input_shape"],
@@ -308,10 +312,10 @@ def load_external(entry: ExternalModelConfig, input_size: int, models_dir: Path,
         stored = find_model(store, entry.name, key)
         log.info("models: %s adapted from %s (%s output, input %s, sha256 %s)", entry.name, path,
                  contract["activation"], contract["input_shape"], file_sha[:12])
-    return load_model(stored, input_size)
+    return confirm_output(load_model(stored, input_size), sample)
 
 
-def test_sample(ds, cfg: AuditConfig) -> np.ndarray | None:
+def first_test_batch(ds, cfg: AuditConfig) -> np.ndarray | None:
     """The first test batch at the audit's input size: the images a model's output activation
     is confirmed on."""
     from ..data import iter_batches
