@@ -499,7 +499,7 @@ def table(path: Path = RESULTS) -> str:
                 f"| {loss} | {st['optimizer']} {st['lr']:g} | {st['aug']} | {'y' if st['sog'] else '-'} "
                 f"| {r['epochs_run']} | {r['best']['epoch']} | {r['train_minutes']} | {r['sec_per_epoch']:.0f} "
                 f"| {'flip' if tta else '-'} | {m['dice_macro']:.4f} | {m['dice_micro']:.4f} | {m['iou_macro']:.4f} "
-                f"| {m['thresholded_jaccard']:.4f} | {m['failures']} | {m['precision_macro']:.4f} "
+                f"| {m['thresholded_jaccard']:.4f} | {int(m['failures'])} | {m['precision_macro']:.4f} "
                 f"| {m['recall_macro']:.4f} |")
     return "\n".join(lines)
 
