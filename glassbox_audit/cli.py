@@ -259,15 +259,17 @@ def evaluate(output, per_image, external, unsafe_load, **opts):
 
     Each configured variant is loaded from the model store by name (the newest stored
     model of that name), whatever data trained it, so models trained on one dataset can be
-    measured on another (``--layout folder``). Nothing is trained or written to the audits
-    folder.
+    measured on another (``--layout folder``); or the models given with ``--model``. Nothing
+    is trained or written to the audits folder, so every image/mask pair of a folder is
+    evaluated (with split lists, those of test.txt); the JSON lists them (``evaluated``).
     """
     from .data import load_dataset
     from .errors import ModelError
     from .evaluate import evaluate_models
     from .models import latest_by_name, load_model
 
-    cfg = _config(**opts, **_model_flags(external, unsafe_load))
+    # Nothing is trained here: every pair a folder offers is measured (its test list, with split lists).
+    cfg = _config(**opts, **_model_flags(external, unsafe_load), data__test_only=True)
     ds = load_dataset(cfg.data)
     if cfg.models:
         from .models.external import external_models, first_test_batch
@@ -289,7 +291,7 @@ def evaluate(output, per_image, external, unsafe_load, **opts):
     doc = {
         "dataset": {"layout": ds.layout, "root": str(ds.root), "description": ds.description,
                     "fingerprint": ds.fingerprint(), "counts": ds.counts, "test_source": ds.test_source,
-                    "notes": ds.notes},
+                    "notes": ds.notes, "evaluated": [s.id for s in ds.samples["test"]]},
         "threshold": cfg.evaluate.threshold,
         "tta": cfg.evaluate.tta,
         "postprocess": cfg.evaluate.postprocess,

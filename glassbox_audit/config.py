@@ -115,6 +115,10 @@ class DataConfig:
     # When a layout has no test masks, validation becomes the test partition and this share
     # of training (seeded) becomes validation for early stopping.
     val_from_train_fraction: float = 0.1
+    # Every image/mask pair is a test pair (a folder without split lists), or only the test
+    # list counts (with split lists): for audits that train nothing (external models,
+    # `glassbox-audit evaluate`), which set it themselves.
+    test_only: bool = False
     split_seed: int = 0
     limit: int = 0  # at most this many images per partition (0: all); for quick looks
     # A bad file (unreadable, unpaired, sizes differ, mask not binary): stop (fail) or leave the
@@ -473,6 +477,8 @@ class AuditConfig:
     unsafe_load: bool = False
 
     def __post_init__(self) -> None:
+        if self.models:
+            self.data.test_only = True  # nothing is trained: every pair the layout offers is measured
         self.validate()
 
     @property

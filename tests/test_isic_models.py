@@ -66,9 +66,11 @@ def test_shipped_models_evaluate_a_bmp_folder_of_another_source_at_native_size(t
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert doc["input_size"] == 128
+    # Nothing is trained: every pair is evaluated (the split fractions are not applied), and listed.
+    assert doc["dataset"]["evaluated"] == [f"IMD{i:03d}" for i in range(4)]
     assert set(doc["models"]) == set(VARIANTS)
     for entry in doc["models"].values():
-        assert entry["per_image"] and 0.0 <= entry["macro"]["dice"] <= 1.0
+        assert len(entry["per_image"]) == 4 and 0.0 <= entry["macro"]["dice"] <= 1.0
         assert "dice" in entry["intervals_95"]
         for row in entry["per_image"]:
             assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == 570 * 760  # scored at native size

@@ -100,6 +100,27 @@ def test_folder_split_lists_decide_partitions(tmp_path):
     assert [s.id for s in ds.samples["test"]] == ["IMD004", "IMD005"]
 
 
+def test_a_folder_that_trains_nothing_is_all_test_pairs_and_says_so(tmp_path):
+    root = make_folder(tmp_path, 7)
+    ds = load_dataset(DataConfig(layout="folder", root=str(root), test_only=True,
+                                 folder=FolderConfig(mask_suffix="_lesion", mask_ext=".bmp")))
+    assert ds.counts == {"train": 0, "val": 0, "test": 7}
+    assert any("every one of the 7 image/mask pairs is a test pair" in n for n in ds.notes)
+
+
+def test_a_test_list_alone_is_enough_when_nothing_is_trained(tmp_path):
+    root = make_folder(tmp_path, 6)
+    (root / "splits").mkdir()
+    (root / "splits" / "test.txt").write_text("IMD001\nIMD004\n")
+    cfg = DataConfig(layout="folder", root=str(root), test_only=True,
+                     folder=FolderConfig(mask_suffix="_lesion", mask_ext=".bmp", splits="splits"))
+    ds = load_dataset(cfg)
+    assert [s.id for s in ds.samples["test"]] == ["IMD001", "IMD004"] and not ds.samples["train"]
+    with pytest.raises(DataError, match="train.txt: split list not found"):  # training needs its list
+        load_dataset(DataConfig(layout="folder", root=str(root),
+                                folder=FolderConfig(mask_suffix="_lesion", mask_ext=".bmp", splits="splits")))
+
+
 def test_split_list_naming_an_unknown_stem_is_refused(tmp_path):
     root = make_folder(tmp_path, 4, ext=".png", suffix="")
     (tmp_path / "splits").mkdir()

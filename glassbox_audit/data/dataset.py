@@ -130,7 +130,7 @@ def load_dataset(cfg: DataConfig, workers: int = 4) -> Dataset:
                 files.extend(pair[:2])
                 empty[s.partition] += pair[2]
     parts = {p: [s for s in ss if s.id not in bad] for p, ss in found.samples.items()}
-    for p in ("train", "test"):
+    for p in ("test",) if cfg.test_only else ("train", "test"):
         if not parts.get(p):
             raise DataError(f"{found.root}: no usable {p} images left after skipping bad files")
     if sum(empty.values()) == sum(len(ss) for ss in parts.values()):

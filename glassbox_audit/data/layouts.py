@@ -125,7 +125,7 @@ def discover(cfg: DataConfig) -> Discovery:
     if cfg.limit:
         found.samples = {p: s[: cfg.limit] for p, s in found.samples.items()}
         found.notes.append(f"limited to the first {cfg.limit} images of each partition (data.limit)")
-    for p in ("train", "test"):
+    for p in ("test",) if cfg.test_only else ("train", "test"):
         if not found.samples.get(p):
             raise DataError(f"{found.root}: no {p} images found for the {found.layout!r} layout")
     for note in found.notes:
@@ -269,8 +269,17 @@ def _discover_folder(root: Path, cfg: DataConfig, fc, problems: _Problems, descr
     notes: list[str] = []
     if fc.splits:
         split_dir = _resolve(root, fc.splits)
-        parts = _read_splits(split_dir, set(stems))
-        notes.append(f"partitions from split lists in {split_dir}")
+        parts = _read_splits(split_dir, set(stems), need=("test",) if cfg.test_only else ("train", "test"))
+        if cfg.test_only:
+            parts = {"test": parts["test"]}
+            notes.append(f"test pairs from {split_dir / 'test.txt'} ({len(parts['test'])}); nothing is trained, "
+                         "so the other lists are not used")
+        else:
+            notes.append(f"partitions from split lists in {split_dir}")
+    elif cfg.test_only:
+        parts = {"test": stems}
+        notes.append(f"every one of the {len(stems)} image/mask pairs is a test pair (nothing is trained, so "
+                     "none is held out for training)")
     else:
         order = np.random.default_rng(cfg.split_seed).permutation(len(stems))
         n_test = max(1, int(round(len(stems) * fc.test_fraction)))
@@ -288,14 +297,14 @@ def _discover_folder(root: Path, cfg: DataConfig, fc, problems: _Problems, descr
             f"validation {fc.val_fraction:.0%}, rest training"
         )
     samples = {p: [Sample(printable(s), images[s], masks[s], p) for s in parts.get(p, [])] for p in PARTITIONS}
-    if not samples["val"]:
+    if not samples["val"] and not cfg.test_only:
         samples["train"], samples["val"] = _carve(samples["train"], cfg.val_from_train_fraction,
                                                   cfg.split_seed, "val")
         notes.append(f"no validation list: {len(samples['val'])} training images held out for validation")
     return Discovery("folder", root, samples, notes, "test", description or f"image folder {printable(img_dir)}")
 
 
-def _read_splits(split_dir: Path, stems: set[str]) -> dict[str, list[str]]:
+def _read_splits(split_dir: Path, stems: set[str], need: tuple[str, ...] = ("train", "test")) -> dict[str, list[str]]:
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split folder not found (data.folder.splits)")
     parts: dict[str, list[str]] = {}
@@ -314,7 +323,7 @@ def _read_splits(split_dir: Path, stems: set[str]) -> dict[str, list[str]]:
                 raise DataError(f"{f}: '{stem}' is also listed in {seen[stem]}.txt")
             seen[stem] = part
         parts[part] = listed
-    for part in ("train", "test"):
+    for part in need:
         if part not in parts:
             raise DataError(f"{split_dir / (part + '.txt')}: split list not found")
     return parts
