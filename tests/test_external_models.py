@@ -254,3 +254,18 @@ def test_a_fleet_audit_takes_external_models_from_its_config_file(user_files, tm
     fleet.write_text('[[audit]]\nname = "site-a"\nconfig = "external.toml"\n')
     [cfg] = load_fleet(fleet).configs()
     assert cfg.model_names == ["grey", "rgb"] and cfg.models[1].preprocess == "symmetric"
+
+
+def test_eight_models_in_one_audit_each_get_their_row_colour_and_card(user_files, tmp_path):
+    from glassbox_audit import run_audit
+
+    entries = [{"name": f"m{i}", "path": user_files["rgb"] if i % 2 else user_files["grey"]} for i in range(8)]
+    result = run_audit(load_config(overrides=tiny_overrides(tmp_path) + [
+        "name=eight", "report.pdf=false", "xai.enabled=false", _models_override(entries)]))
+    assert list(result.summary) == [f"m{i}" for i in range(8)]
+    html = result.html.read_text()
+    assert html.count("External: training not audited.") == 8
+    with AuditStore(result.database, readonly=True) as store:
+        assert store.rows("select count(*) as n from evaluations")[0]["n"] == 8
+        charts = {a["path"] for a in store.artifacts(store.run()["id"]) if a["kind"] == "chart"}
+    assert {"figures/metric_comparison.png", "figures/confusion_matrices.png"} <= charts
