@@ -280,7 +280,7 @@ def train_stream(x, y, batch: int, aug: str, spec: AugmentSpec, size: int, seed:
 def evaluate(model, images: np.ndarray, masks: list, tta: bool, batch: int = 16) -> dict:
     """Score at native resolution with the project's metrics (threshold 0.5 after upsampling)."""
     from glassbox_audit.evaluate import predictor, to_native
-    from glassbox_audit.metrics import aggregate, confusion_counts
+    from glassbox_audit.metrics import aggregate, bootstrap_intervals, confusion_counts
 
     fn = predictor(model, tta)
     counts = []
@@ -288,8 +288,10 @@ def evaluate(model, images: np.ndarray, masks: list, tta: bool, batch: int = 16)
         probs = fn(images[i:i + batch].astype(np.float32) / 255.0).numpy()[..., 0]
         for prob, mask in zip(probs, masks[i:i + batch]):
             counts.append(confusion_counts(mask, to_native(prob, *mask.shape) > 0.5))
-    agg = aggregate(np.array(counts))
-    return {"dice_macro": agg["macro"]["dice"], "dice_micro": agg["micro"]["dice"],
+    counts = np.array(counts)
+    agg = aggregate(counts)
+    low, high = bootstrap_intervals(counts)["dice"]
+    return {"counts": counts, "dice_macro_ci95": [low, high],"dice_macro": agg["macro"]["dice"], "dice_micro": agg["micro"]["dice"],
             "iou_macro": agg["macro"]["iou"], "thresholded_jaccard": agg["dataset"]["thresholded_jaccard"],
             "failures": int(agg["dataset"]["jaccard_failures"]),
             "precision_macro": agg["macro"]["precision"], "recall_macro": agg["macro"]["recall"],
@@ -332,7 +334,7 @@ class EpochState:
                 row = {"epoch": epoch + 1, "seconds": round(seconds, 1),
                        "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                        **{k: round(float(v), 5) for k, v in (logs or {}).items()},
-                       **{f"holdout_{k}": round(float(v), 4) for k, v in scores.items()}}
+                       **{f"holdout_{k}": round(float(v), 4) for k, v in scores.items() if np.isscalar(v)}}
                 st = self.state
                 # A kill between this state file and the Keras backup repeats an epoch: keep one row.
                 st["history"] = [h for h in st["history"] if h["epoch"] <= epoch] + [row]
@@ -412,6 +414,8 @@ def run(args) -> dict:
     export.load_weights(str(run_dir / "best.weights.h5"))
     export.save(str(run_dir / "model.keras"))
     official = {f"tta_{t}": evaluate(export, *data["official"], tta=t) for t in (False, True)}
+    # Per-image counts (tp, fp, fn, tn at 256 px), for intervals and failure lists later.
+    np.savez(run_dir / "official_counts.npz", **{k: d.pop("counts") for k, d in official.items()})
     result = {
         "name": args.name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -420,7 +424,8 @@ def run(args) -> dict:
         "epochs_run": len(state["history"]), "best": state["best"],
         "train_minutes": round(state["train_seconds"] / 60, 1),
         "sec_per_epoch": round(state["train_seconds"] / max(1, len(state["history"])), 1),
-        "official_val": {k: {m: round(float(v), 4) for m, v in d.items()} for k, d in official.items()},
+        "official_val": {k: {m: (round(float(v), 4) if np.isscalar(v) else [round(float(u), 4) for u in v])
+                             for m, v in d.items()} for k, d in official.items()},
         "tf": tf.__version__, "keras": keras.__version__,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
