@@ -196,7 +196,7 @@ def test_a_changed_model_file_shows_in_the_change_log(external_audit, user_files
     assert cfg.models[0].path != str(changed)
 
 
-def test_a_user_model_beside_one_of_our_trained_variants(two_runs, user_files):
+def test_a_user_model_beside_one_of_our_trained_variants(two_runs, user_files, tmp_path):
     from glassbox_audit import run_audit
     from glassbox_audit.models import latest_by_name
 
@@ -204,7 +204,7 @@ def test_a_user_model_beside_one_of_our_trained_variants(two_runs, user_files):
     ours = latest_by_name(tmp / "models", "balanced")
     entries = [{"name": "theirs", "path": user_files["rgb"], "preprocess": "symmetric"},
                {"name": "balanced", "path": ours.path}]
-    result = run_audit(load_config(overrides=tiny_overrides(tmp) + [
+    result = run_audit(load_config(overrides=tiny_overrides(tmp_path) + [  # its own audits folder
         "name=side-by-side", "report.pdf=false", "xai.enabled=false", _models_override(entries)]))
     html = result.html.read_text()
     assert list(result.summary) == ["theirs", "balanced"]

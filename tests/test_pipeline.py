@@ -194,9 +194,9 @@ def test_review_and_render_use_the_templates_the_run_used(two_runs, tmp_path):
     shutil.copytree(default_templates(), templates)
     page = templates / "dossier.html.j2"
     page.write_text(page.read_text().replace("<body>", "<body><p>House style 7f3a</p>", 1))
-    audits = two_runs["tmp"] / "audits"
-    run = run_audit(load_config(overrides=tiny_models_overrides(two_runs["tmp"])
-                                + ["name=house", f'report.templates="{templates}"']))
+    audits = tmp_path / "audits"  # not the fixture's: other tests list its audits
+    run = run_audit(load_config(overrides=tiny_models_overrides(tmp_path) + [
+        f'models_dir="{two_runs["tmp"] / "models"}"', "name=house", f'report.templates="{templates}"']))
     assert "House style 7f3a" in run.html.read_text()
     reviewed = review_version(audits, "house", run.path, "R", "approve", pdf=False)
     assert "House style 7f3a" in (reviewed / "dossier.html").read_text()
