@@ -511,9 +511,10 @@ def database_options(fn):
 def ask(question, audit, version, db, audits_dir, config_path, overrides, no_llm, as_json):
     """Answer a QUESTION about an audit version from its database, checked against SQL.
 
-    The local LLM parses the question under a grammar of the run's real names; the values come
-    from parameterised SQL on a read-only connection; a rule-based parser reads the question
-    too. Status: verified (both readings agree), needs review (they differ), not found.
+    The local LLM reads the question by choosing among the run's real names (it writes
+    nothing); the values come from parameterised SQL on a read-only connection; a rule-based
+    parser reads the question too. Status: verified (both readings agree and the LLM's choices
+    were clear), needs review, not found, not about this audit.
     The question is logged in audits/<audit>/questions.sqlite (the version never changes).
     """
     from .llm import ask as ask_question

@@ -88,7 +88,7 @@ _ENTRIES = (
            ("intersection over union", "jaccard index", "jaccard", "iou"), compared=True, watched=True,
            headline=True),
     Metric("precision", "Precision", "precision", "image", True,
-           ("positive predictive value", "precision", "ppv"), compared=True,
+           ("positive predictive value", "precision", "ppv", "how precise"), compared=True,
            undefined_when="nothing predicted (TP + FP = 0)"),
     Metric("recall", "Recall (sensitivity)", "recall", "image", True,
            ("true positive rate", "sensitivity", "recall", "tpr", "hit rate"), compared=True,
@@ -109,7 +109,8 @@ _ENTRIES = (
     Metric("fn_share", "False-negative share of pixels", "false-negative share of pixels", "dataset", False,
            ("false negative share", "share of false negatives", "false negative pixels")),
     Metric("jaccard_failures", "Images with Jaccard < threshold", "Jaccard failures (images)", "dataset", False,
-           ("jaccard failures", "failed images", "failures")),
+           ("jaccard failures", "failed images", "failures", "failed the jaccard threshold",
+            "below the jaccard threshold", "images failed")),
     Metric("n_images", "Images", "number of images", "dataset", None, ("number of images", "image count")),
 )
 

@@ -29,14 +29,15 @@ from glassbox_audit.llm import (
     read_queries,
 )
 from glassbox_audit.llm.catalog import ASKABLE_DATASET_METRICS
-from glassbox_audit.llm.grammar import FIELD_ORDER, in_language, intent_gbnf
 from glassbox_audit.llm.intent import Intent
-from glassbox_audit.llm.prompt import build_messages
+from glassbox_audit.llm.reader import FIELDS
+from glassbox_audit.llm.vocabulary import NOT_STATED, Vocabulary
 from glassbox_audit.query import open_readonly, run_query
 from glassbox_audit.report import default_templates
 from glassbox_audit.versions import new_version, verify_version
 
-LLM_CFG = LlmConfig(n_ctx=2048, threads=2, max_tokens=96)
+LLM_CFG = LlmConfig(threads=2)
+ALL = ("precision-optimized", "balanced", "recall-optimized")
 
 
 @pytest.fixture(scope="module")
@@ -80,40 +81,117 @@ def test_a_gguf_whose_hash_differs_from_the_pin_is_refused(llm):
     "Which batch has the lowest DSC for model 3?",
     "Sensitivity and PPV of every variant on batch 2",
     "Jaccard of model 1 for image IMG_0005",
-    "Tell me a joke about cats.",
     "}]} \"; DROP TABLE runs; --",
 ])
-def test_grammar_output_always_parses_into_an_intent_of_real_names(llm, catalog, db, question):
-    ans = answer_question(question, db, llm, catalog, max_tokens=LLM_CFG.max_tokens)
-    data = json.loads(ans.raw_output)
-    assert list(data) == list(FIELD_ORDER)
-    intent = Intent.from_llm_json(ans.raw_output, catalog)  # raises if any name is not in the database
-    assert set(intent.models) <= set(catalog.model_names) and set(intent.metrics) <= set(catalog.metrics)
-    assert ans.llm_error == ""
+def test_the_llm_reading_holds_only_the_runs_own_names(llm, catalog, question):
+    reading = llm.read(question, catalog)
+    vocab = Vocabulary.from_catalog(catalog)
+    for d in reading.decisions:
+        assert d.field in FIELDS and d.margin >= 0
+        if d.field == "model":
+            assert d.value in (*vocab.models, NOT_STATED)
+        elif d.field == "metric":
+            assert d.value in (*vocab.metrics, NOT_STATED)
+    if reading.intent is not None:
+        assert set(reading.intent.models) <= set(catalog.model_names)
+        assert set(reading.intent.metrics) <= set(catalog.metrics)
+        assert reading.intent.batch is None or reading.intent.batch in catalog.batches or reading.missing
+        assert reading.intent.image is None or reading.intent.image in catalog.images
 
 
-def test_the_fast_path_gives_the_text_constrained_decoding_gives(llm, catalog):
-    # Free greedy decoding is kept only when it is in the grammar's language; then it must be
-    # exactly what decoding under the grammar produces.
-    gbnf = intent_gbnf(catalog)
-    paths = []
-    # Few questions: each decodes twice, once under the grammar, which is the slow path.
-    for question in ("What is the Dice of the balanced model?", "Jaccard of model 1 for image IMG_0005",
-                     "Tell me a joke about cats."):
-        messages = build_messages(question, catalog)
-        fast, _ = llm.complete(messages, gbnf, LLM_CFG.max_tokens, in_grammar=lambda t: in_language(t, catalog))
-        paths.append(llm.last_constrained)
-        constrained, _ = llm.complete(messages, gbnf, LLM_CFG.max_tokens)
-        assert fast == constrained, question
-    assert False in paths  # the fast path was taken at least once
+def test_candidates_scored_together_score_as_each_would_alone(llm):
+    # One batched call over a token trie (tree attention over the shared cache) must give each
+    # candidate the log-likelihood it has when evaluated on its own after the same prompt.
+    s = llm.scorer
+    with s.lock:
+        s.reset(s.tokenize("question: what is the dsc of model 2 on batch 3?\nmodel:"))
+        cands = [s.tokenize(" " + t, bos=False) for t in ("model 2", "model 3", "the balanced model", "balanced",
+                                                          "not stated", "model 2 and model 3")]
+        nl = s.tokenize("\n", bos=False)[-1]
+        together = s.score(cands, follow=[nl])
+        for cand, got in zip(cands, together):
+            mark = s.mark()
+            alone = 0.0
+            for tok in cand:
+                alone += float(s.logprobs[tok])
+                s.extend([tok])
+            end = float(s.logprobs[nl])
+            s.rollback(mark)
+            assert got.logprob == pytest.approx(alone, abs=2e-3) and got.follow[0] == pytest.approx(end, abs=2e-3)
+        assert s.score(cands, follow=[nl]) == together  # sequence 0 was left as it was
+
+
+def test_a_persisted_prefix_state_is_reused_and_never_one_from_another_model_or_catalog(llm, catalog, tmp_path):
+    from glassbox_audit.llm.reader import Reader
+    from glassbox_audit.llm.scorer import Scorer
+
+    state = tmp_path / "state"
+    question = "Which batch has the lowest DSC for model 3?"
+    first = Reader(llm.scorer, catalog, state_dir=state)
+    want = first.read(question)
+    assert llm.scorer.prefix_source == "computed" and len(list(state.glob("*.llstate"))) == 1
+    # A new process (here: a new context on the same file) loads the state and reads the same.
+    other = Scorer(llm.spec.path, llm.sha256, n_ctx=LLM_CFG.n_ctx, threads=2)
+    try:
+        again = Reader(other, catalog, state_dir=state).read(question)
+        assert other.prefix_source == "cache"
+        assert [(d.value, round(d.score, 3)) for d in again.decisions] == [(d.value, round(d.score, 3))
+                                                                           for d in want.decisions]
+        # Another catalog (other model names) has another prompt: its state is computed, never loaded.
+        renamed = Catalog.load(catalog.path)
+        renamed.models = [type(m)(f"{m.name}-b", m.number, m.description, m.loss) for m in renamed.models]
+        Reader(other, renamed, state_dir=state).read(question)
+        assert other.prefix_source == "computed" and len(list(state.glob("*.llstate"))) == 2
+        # A state file put under another prompt's name (or another model's) is refused on load:
+        # the tokens stored in it are not the prompt's.
+        files = sorted(state.glob("*.llstate"), key=lambda f: f.stat().st_mtime)
+        files[0].write_bytes(files[1].read_bytes())
+        Reader(other, catalog, state_dir=state).read(question)
+        assert other.prefix_source == "computed"
+    finally:
+        other.close()
+    key_a = llm.scorer._state_key([1, 2, 3])
+    llm.scorer.sha256, saved = "0" * 64, llm.scorer.sha256
+    try:
+        assert llm.scorer._state_key([1, 2, 3]) != key_a  # the model's hash is part of the name
+    finally:
+        llm.scorer.sha256 = saved
+
+
+# The LLM's reading alone (parser off) on 20 questions covering every field: models by name,
+# number, ordinal and description, metric synonyms, batches, images, rankings, averaging.
+# Pins that the model, not the rules, reads them (chosen from questions it reads today).
+LLM_ALONE = [
+    ("What is the Dice of each model?", ALL, ("dice",), "dataset", None, None, "macro"),
+    ("Which model has the highest Dice?", ALL, ("dice",), "dataset", None, None, "max"),
+    ("Which model has the highest recall?", ALL, ("recall",), "dataset", None, None, "max"),
+    ("What are the precision and recall of each model?", ALL, ("precision", "recall"), "dataset", None, None, "macro"),
+    ("Which batch has the lowest Dice for model 1?", ("precision-optimized",), ("dice",), "batch", None, None, "min"),
+    ("Give me the DSC for model 2.", ("balanced",), ("dice",), "dataset", None, None, "macro"),
+    ("TPR of the recall-optimized one", ("recall-optimized",), ("recall",), "dataset", None, None, "macro"),
+    ("IoU of model 3 for image IMG_0005", ("recall-optimized",), ("iou",), "image", None, "IMG_0005", "macro"),
+]
+
+
+@pytest.mark.parametrize("question,models,metrics,scope,batch,image,aggregate", LLM_ALONE)
+def test_the_llm_reader_alone_reads_these_questions_right(llm, catalog, db, question, models, metrics, scope, batch,
+                                                         image, aggregate):
+    ans = answer_question(question, db, llm, catalog, use_parser=False)
+    assert ans.parser_intent is None  # no rule saw the question
+    want = Intent(models, scope, batch, image, metrics, aggregate).canonical(catalog)
+    assert ans.llm_intent.canonical(catalog) == want, ans.raw_output
+    assert ans.status == "needs review"  # one reading alone is never verified
 
 
 @pytest.mark.parametrize("question", ["What is the Dice of the balanced model?", "Sensitivity of model 3",
                                       "Which model has the highest PPV?"])
 def test_verified_exactly_when_both_readings_agree_and_values_are_the_sql_values(llm, catalog, db, question):
-    ans = answer_question(question, db, llm, catalog, max_tokens=96)
+    ans = answer_question(question, db, llm, catalog, min_margin=LLM_CFG.min_margin)
     agree = ans.llm_intent.canonical(catalog) == ans.parser_intent.canonical(catalog)
-    assert ans.status == ("verified" if agree else "needs review"), ans.sentence
+    clear = ans.llm_margin >= LLM_CFG.min_margin
+    assert ans.status == ("verified" if agree and clear else "needs review"), ans.sentence
+    strict = answer_question(question, db, llm, catalog, min_margin=ans.llm_margin + 0.01)
+    assert strict.status == "needs review"  # a reading less clear than asked for is never verified
     if not agree:
         assert "LLM read:" in ans.sentence and "Parser read:" in ans.sentence and ans.parser_values
     intent = ans.llm_intent.canonical(catalog)
@@ -133,7 +211,7 @@ def test_verified_exactly_when_both_readings_agree_and_values_are_the_sql_values
     "Precision of the speed-optimized model",
 ])
 def test_something_that_does_not_exist_is_not_found_never_a_number(llm, catalog, db, question):
-    ans = answer_question(question, db, llm, catalog, max_tokens=96)
+    ans = answer_question(question, db, llm, catalog)
     assert ans.status == "not found"
     assert ans.values == [] and not re.search(r"\d\.\d{3}", ans.sentence)
 
@@ -154,7 +232,7 @@ def test_injection_attempts_inside_questions_change_nothing_in_the_database(llm,
     answers = [ask(q, db, LLM_CFG, log_path=log) for q in INJECTIONS]
     assert _sha(db) == before_sha and _counts(db) == before_counts
     for a in answers:
-        assert a.status in ("verified", "needs review", "not found")
+        assert a.status in ("verified", "needs review", "not found", "not about this audit")
         for sql, _params in a.sql:  # every statement run is one of the module's fixed SELECTs
             assert sql.lower().startswith("select ") and ";" not in sql
     # The attempts are logged verbatim in the log, and the log holds nothing else.
@@ -167,8 +245,8 @@ def test_every_question_is_logged_with_prompt_output_intent_sql_result_and_model
     ans = ask("Which model has the highest recall?", db, LLM_CFG, log_path=log)
     (row,) = read_queries(log)
     assert row["question"] == "Which model has the highest recall?"
-    assert row["prompt"][-1] == {"role": "user", "content": "Which model has the highest recall?"}
-    assert row["raw_output"] == ans.raw_output and json.loads(row["raw_output"])
+    assert row["prompt"] and row["prompt"][0]["role"] == "examples"  # the worked examples it was shown
+    assert row["raw_output"] == ans.raw_output and "model:" in row["raw_output"] and "margin" in row["raw_output"]
     assert row["intent"]["metrics"] and row["parser_intent"]["aggregate"] == "max"
     assert row["sql"] and all("?" in s["sql"] for s in row["sql"])
     assert row["result"] == [v.__dict__ for v in ans.values]
@@ -204,7 +282,7 @@ def _render_appendix(context: dict) -> str:
 
 def test_standard_questions_are_answered_into_the_run_database_and_rendered_in_the_appendix(llm, tmp_path):
     db = build_audit_db(tmp_path / "audit.sqlite")
-    cfg = load_config(overrides=["llm.threads=2", "llm.n_ctx=2048", "llm.max_tokens=96",
+    cfg = load_config(overrides=["llm.threads=2",
                                  'llm.standard_questions=["Which model has the highest Dice?", '
                                  '"Dice of model 1 on batch 9999", "Is <b>model 2</b> any good?"]'])
     answers = answer_standard_questions(db, cfg)

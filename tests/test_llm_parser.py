@@ -1,8 +1,7 @@
-"""The deterministic question parser, the grammar's vocabulary and the SQL answers (no model)."""
+"""The deterministic question parser, the vocabulary both readers use and the SQL answers (no model)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -10,9 +9,8 @@ from llm_testdb import IMAGE_IDS, build_audit_db
 
 from glassbox_audit.llm import Catalog, parse_question
 from glassbox_audit.llm.answer import answer_question
-from glassbox_audit.llm.grammar import in_language, intent_gbnf, intent_schema
-from glassbox_audit.llm.intent import Intent, IntentError
-from glassbox_audit.llm.prompt import build_messages, intent_json
+from glassbox_audit.llm.intent import Intent
+from glassbox_audit.llm.vocabulary import ALL_MODELS, UNSUPPORTED_PREFIX, Vocabulary, normalise
 from glassbox_audit.query import open_readonly, run_query
 
 ALL = ("precision-optimized", "balanced", "recall-optimized")
@@ -117,79 +115,60 @@ def test_canonical_form_makes_equal_meanings_equal(catalog):
         Intent(ALL, "dataset", metrics=("dice",), aggregate="min").canonical(catalog)
 
 
-def test_llm_json_outside_the_catalog_is_refused(catalog):
-    good = intent_json(["dice"], "macro", ["all"], "batch", 2)
-    assert Intent.from_llm_json(good, catalog).models == ALL
-    for bad in ('{"metrics": ["dice"]', intent_json(["dice"], "macro", ["model-x"], "dataset"),
-                intent_json(["dice"], "macro", ["all"], "batch", 9999), intent_json(["f2"], "macro", ["all"], "dataset")):
-        with pytest.raises(IntentError):
-            Intent.from_llm_json(bad, catalog)
+def test_every_candidate_phrase_names_one_of_the_runs_own_values(catalog):
+    vocab = Vocabulary.from_catalog(catalog)
+    assert set(vocab.models) == {*catalog.model_names, ALL_MODELS}
+    stored = {k for k in vocab.metrics if not k.startswith(UNSUPPORTED_PREFIX)}
+    assert set(catalog.metrics) <= stored
+    for phrases in (*vocab.models.values(), *vocab.metrics.values()):
+        assert phrases and all(p == normalise(p) for p in phrases)
+    # A phrase never names two models: shared ones ("tversky loss" of two Tversky variants) are dropped.
+    model_phrases = [p for name in catalog.model_names for p in vocab.models[name]]
+    assert len(model_phrases) == len(set(model_phrases))
 
 
-def test_grammar_enumerates_exactly_the_catalog(catalog):
-    gbnf = intent_gbnf(catalog)
-    for name in catalog.model_names + catalog.metrics:
-        assert f'"\\"{name}\\""' in gbnf
-    assert '"3"' in gbnf and '"4"' not in gbnf.split("batch ::=")[1].splitlines()[0]
-    schema = intent_schema(catalog)
-    assert schema["properties"]["batch"]["enum"] == [None, 0, 1, 2, 3]
-    assert "\\." not in json.dumps(schema)  # llama.cpp's schema converter crashes on an escaped dot
+@pytest.mark.parametrize("phrase,model", [
+    ("precision-optimised", "precision-optimized"), ("precision optimized", "precision-optimized"),
+    ("model #2", "balanced"), ("the 2nd model", "balanced"), ("variant three", "recall-optimized"),
+    ("penalises false positives", "precision-optimized"), ("penalizes false negatives", "recall-optimized"),
+    ("the last model", "recall-optimized")])
+def test_spellings_numbers_and_descriptions_of_each_variant_are_in_its_vocabulary(catalog, phrase, model):
+    assert phrase in Vocabulary.from_catalog(catalog).models[model]
 
 
-def _gbnf_regex(gbnf: str) -> re.Pattern:
-    """The grammar's language as a regular expression: an oracle written apart from
-    ``in_language``. Covers the GBNF this project writes (literals, rule names, ``|``,
-    groups, ``{m,n}``, character classes); every rule is inlined, none is recursive."""
-    rules = dict(line.split(" ::= ", 1) for line in gbnf.strip().splitlines())
-    token = re.compile(r'"(?:\\.|[^"\\])*"|\[[^\]]*\]|\{\d+,\d+\}|[()|]|[a-z_]+|\s+')
-
-    def expand(body: str) -> str:
-        out = []
-        for t in token.findall(body):
-            if t.isspace():
-                continue
-            if t.startswith('"'):
-                out.append(re.escape(json.loads(t)))
-            elif t.startswith(("[", "{")) or t in "()|":
-                out.append("(?:" if t == "(" else t)
-            else:
-                out.append("(?:" + expand(rules[t]) + ")")
-        return "".join(out)
-
-    return re.compile(expand(rules["root"]))
+def test_descriptions_come_from_the_recorded_loss_settings_not_the_name(tmp_path):
+    # Same names, swapped losses: the description follows the loss, so "penalises false
+    # negatives" names the model whose loss weights false negatives, whatever it is called.
+    db = build_audit_db(tmp_path / "a.sqlite")
+    c = Catalog.load(db)
+    c.models[0] = type(c.models[0])(c.models[0].name, 1, "", {"kind": "tversky", "alpha": 0.2, "beta": 0.8})
+    c.models[2] = type(c.models[2])(c.models[2].name, 3, "", {"kind": "tversky", "alpha": 0.8, "beta": 0.2})
+    vocab = Vocabulary.from_catalog(c)
+    assert "penalises false negatives" in vocab.models["precision-optimized"]
+    assert "penalises false positives" in vocab.models["recall-optimized"]
 
 
-def test_in_language_accepts_exactly_the_grammars_sentences(catalog):
-    # The fast path keeps a free greedy output only when in_language says the grammar would have
-    # produced it too: it must never accept a text outside the grammar's language.
-    oracle = _gbnf_regex(intent_gbnf(catalog))
-    rng = __import__("random").Random(7)
-    texts = []
-    for _ in range(300):
-        metrics = rng.sample(catalog.metrics, rng.randint(1, 4))
-        models = ["all"] if rng.random() < 0.3 else rng.sample(catalog.model_names, rng.randint(1, len(catalog.model_names)))
-        scope = rng.choice(["dataset", "batch", "image"])
-        batch = rng.choice([None, *catalog.batches])
-        image = rng.choice([None, *catalog.images])
-        good = intent_json(metrics, rng.choice(["macro", "micro", "max", "min"]), models, scope, batch, image)
-        texts += [good, good + " ", good.replace(", ", ",", 1), good.replace('"dice"', '"f2"'), good + "}",
-                  good.replace("null", "9999", 1), good.replace('"models"', '"modelz"'), good[:-1],
-                  good.replace("[", "[ ", 1), good.replace('"all"', '"all", "all"')]
-    texts += [intent_json(["dice"] * 5, "macro", ["all"], "dataset"), intent_json(["dice"], "macro", [], "dataset"),
-              '{"aggregate": "macro", "metrics": ["dice"], "models": ["all"], "scope": "dataset", "batch": null, "image": null}',
-              intent_json(["dice"], "macro", ["all"], "batch", True), ""]
-    accepted = 0
-    for text in texts:
-        assert in_language(text, catalog) == bool(oracle.fullmatch(text)), text
-        accepted += in_language(text, catalog)
-    assert 300 <= accepted < len(texts)  # both answers were exercised
+def test_a_question_about_nothing_in_the_audit_is_not_about_it(db, catalog):
+    for q in ("Tell me a joke.", "What's the capital of France?", "write me a haiku about autumn"):
+        ans = answer_question(q, db, None, catalog)
+        assert ans.status == "not about this audit" and not ans.values, q
+    for q in ("How well do the models do?", "Dice?", "What is the Hausdorff distance of model 1?"):
+        assert answer_question(q, db, None, catalog).status != "not about this audit", q
 
 
-def test_prompt_carries_no_metric_values(catalog, db):
+def test_rankings_leave_undefined_values_out(tmp_path):
+    # An image without lesion pixels has no recall (NULL); SQLite sorts NULL first, so the
+    # "worst image by recall" must be a real value, not that image.
+    db = build_audit_db(tmp_path / "a.sqlite")
+    c = Catalog.load(db)
+    ans = answer_question("Which image has the lowest recall for model 1?", db, None, c)
     with open_readonly(db) as conn:
-        value = run_query(conn, "select value from evaluation_metrics where metric = 'dice' limit 1").rows[0][0]
-    text = json.dumps(build_messages("Dice of model 1?", catalog))
-    assert f"{value:.4f}" not in text and f"{value:.3f}" not in text
+        n_null = run_query(conn, "select count(*) from image_metrics i join evaluations e on e.id = i.evaluation_id "
+                                 "where e.model_name = 'precision-optimized' and i.recall is null").rows[0][0]
+        lowest = run_query(conn, "select min(i.recall) from image_metrics i join evaluations e on "
+                                 "e.id = i.evaluation_id where e.model_name = 'precision-optimized'").rows[0][0]
+    assert n_null >= 1  # the fixture's lesion-free image
+    assert [v.value for v in ans.values] == [pytest.approx(lowest, abs=0)]
 
 
 def test_answers_come_from_sql_and_unknown_batch_is_not_found(db, catalog):

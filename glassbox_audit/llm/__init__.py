@@ -1,10 +1,11 @@
 """Questions about an audit, answered by a small local LLM and checked against SQL.
 
-The LLM only parses: under a grammar built from the run's real names it turns a question
-into an :class:`Intent`; fixed, parameterised SQL on a read-only connection gives the values;
-an independent rule-based parser reads the same question, and the answer is ``verified`` only
-when both readings agree. It answers from the database alone: it imports neither the models
-nor the explainers.
+The LLM only reads, and it never writes: for each field of an :class:`Intent` it scores this
+run's own names and their aliases (:mod:`.vocabulary`) as continuations of a prompt and takes
+the likeliest (:mod:`.reader`, :mod:`.scorer`); fixed, parameterised SQL on a read-only
+connection gives the values; an independent rule-based parser reads the same question, and
+the answer is ``verified`` only when both readings agree and the LLM's choices were clear. It
+answers from the database alone: it imports neither the models nor the explainers.
 
 Example::
 
@@ -38,7 +39,13 @@ log = logging.getLogger(__name__)
 def load_configured_model(llm_cfg: Any, models_dir: str | Path = "models") -> LocalLLM:
     """The model ``llm_cfg`` names, hash-checked and loaded (once per process)."""
     spec = resolve_model(llm_cfg, models_dir)
-    return load_model(spec, n_ctx=llm_cfg.n_ctx, threads=llm_cfg.threads or os.cpu_count() or 1)
+    return load_model(spec, n_ctx=llm_cfg.n_ctx, threads=llm_cfg.threads or os.cpu_count() or 1,
+                      state_dir=prefix_state_dir(models_dir))
+
+
+def prefix_state_dir(models_dir: str | Path = "models") -> Path:
+    """Where evaluated prompt prefixes persist between processes (a cache: safe to delete)."""
+    return Path(models_dir) / "llm" / "prefix-state"
 
 
 def ask(question: str, db_path: str | Path, llm_cfg: Any, models_dir: str | Path = "models",
@@ -46,7 +53,7 @@ def ask(question: str, db_path: str | Path, llm_cfg: Any, models_dir: str | Path
     """Answer one question from ``db_path`` (read-only) and log it to ``log_path`` (if given)."""
     catalog = Catalog.load(db_path)
     llm = load_configured_model(llm_cfg, models_dir) if use_llm else None
-    ans = answer_question(question, db_path, llm, catalog, max_tokens=llm_cfg.max_tokens, source=source)
+    ans = answer_question(question, db_path, llm, catalog, min_margin=llm_cfg.min_margin, source=source)
     if log_path is not None:
         log_answer(log_path, ans, catalog)
     return ans
@@ -71,7 +78,7 @@ def answer_standard_questions(db_path: str | Path, cfg: Any) -> list[Answer]:
         log.warning("llm: %s; standard questions answered by the parser alone", reason)
     answers = []
     for q in cfg.llm.standard_questions:
-        ans = answer_question(q, db_path, llm, catalog, max_tokens=cfg.llm.max_tokens, source="standard")
+        ans = answer_question(q, db_path, llm, catalog, min_margin=cfg.llm.min_margin, source="standard")
         if reason:
             ans.llm_error = reason
         log_answer(db_path, ans, catalog)

@@ -4,9 +4,13 @@ Every number in an answer comes from a fixed SQL statement of this module run on
 connection; names from the intent travel only as parameters, and metric columns are picked
 from a fixed table, so nothing the LLM writes becomes SQL. Status:
 
-- ``verified``: the LLM's intent and the deterministic parser's agree, and SQL returned values;
-- ``needs review``: they disagree (or there was no LLM): both readings and both values are shown;
-- ``not found``: the question names something the database does not hold (batch 9999, model 7).
+- ``verified``: the LLM's reading and the rule parser's agree after canonicalisation, every
+  choice the LLM made beat its runner-up by ``min_margin``, neither reader left anything
+  unresolved, and SQL returned exactly the values the intent asks for;
+- ``needs review``: anything less (or no LLM): both readings and both values are shown;
+- ``not found``: the question names something the database does not hold (batch 9999, model 7,
+  a metric no run stores);
+- ``not about this audit``: nothing in the question names anything an audit holds; no number.
 
 Example::
 
@@ -25,17 +29,17 @@ from typing import Any
 
 from ..query import ReadOnlyConnection, open_readonly, run_query
 from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
-from .grammar import in_language, intent_gbnf
-from .intent import Intent, IntentError, parse_question
-from .prompt import build_messages
+from .intent import Intent, is_about_audit, parse_question
 
 __all__ = ["Answer", "STATUSES", "Value", "answer_question", "execute"]
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("verified", "needs review", "not found")
+STATUSES = ("verified", "needs review", "not found", "not about this audit")
 
 # Metric -> column of image_metrics / batch_metrics. Fixed text: the only identifiers SQL gets.
+# Rankings leave undefined values (NULL: recall of a lesion-free image) out: SQLite sorts NULL
+# first, so "the worst image by recall" would otherwise be one without a recall.
 _COLUMNS = {m: m for m in ASKABLE_IMAGE_METRICS}
 
 _SQL_DATASET = ("select e.model_name as model, m.metric as metric, m.value as value "
@@ -53,15 +57,17 @@ _SQL_IMAGE = ("select e.model_name as model, i.image_id as image, i.{col} as val
 _SQL_RANK_BATCHES_MACRO = ("select e.model_name as model, i.batch_index as batch, avg(i.{col}) as value "
                            "from image_metrics i join evaluations e on e.id = i.evaluation_id "
                            "where e.run_id = ? and e.model_name = ? group by i.batch_index "
-                           "order by value {order}, batch limit 1")
+                           "having value is not null order by value {order}, batch limit 1")
 _SQL_RANK_BATCHES_MICRO = ("select e.model_name as model, b.batch_index as batch, b.{col} as value "
                            "from batch_metrics b join evaluations e on e.id = b.evaluation_id "
-                           "where e.run_id = ? and e.model_name = ? order by value {order}, batch limit 1")
+                           "where e.run_id = ? and e.model_name = ? and b.{col} is not null "
+                           "order by value {order}, batch limit 1")
 _SQL_RANK_IMAGES = ("select e.model_name as model, i.image_id as image, i.{col} as value, "
                     "(select count(*) from image_metrics j where j.evaluation_id = i.evaluation_id "
                     "and j.{col} = i.{col}) as ties "
                     "from image_metrics i join evaluations e on e.id = i.evaluation_id "
-                    "where e.run_id = ? and e.model_name = ? order by value {order}, image limit 1")
+                    "where e.run_id = ? and e.model_name = ? and i.{col} is not null "
+                    "order by value {order}, image limit 1")
 
 
 @dataclass
@@ -98,7 +104,8 @@ class Answer:
     parser_values: list[Value] = field(default_factory=list)
     sql: list[tuple[str, list[Any]]] = field(default_factory=list)
     prompt: list[dict[str, str]] = field(default_factory=list)
-    raw_output: str = ""
+    raw_output: str = ""  # the LLM's choices, field by field, with their margins
+    llm_margin: float | None = None
     llm_error: str = ""
     model_label: str = ""
     model_sha256: str = ""
@@ -238,57 +245,83 @@ def _not_found_sentence(missing: list[str], catalog: Catalog) -> str:
         (f" ({'; '.join(known)})." if known else ".")
 
 
+def _complete(intent: Intent, ex: Execution) -> bool:
+    """SQL returned exactly the values ``intent`` asks for: one per model and metric (a ranking
+    of batches or images gives one per model and metric too), none missing."""
+    return len(ex.values) == len(intent.models) * len(intent.metrics) and all(v.value is not None for v in ex.values)
+
+
 def answer_question(question: str, db_path: str | Path, llm: Any | None = None, catalog: Catalog | None = None,
-                    max_tokens: int = 128, source: str = "ask") -> Answer:
+                    source: str = "ask", min_margin: float = 0.25, use_parser: bool = True) -> Answer:
     """Answer ``question`` from the database at ``db_path`` (opened read-only).
 
-    ``llm`` is a :class:`~.runtime.LocalLLM` (or None: the parser's reading alone, status
-    ``needs review``).
+    ``llm`` is a :class:`~.runtime.LocalLLM` (None: the parser's reading alone, status ``needs
+    review``). ``use_parser=False`` answers from the LLM's reading alone (never ``verified``):
+    what the benchmark and the tests use to measure the model's reading by itself.
     """
     t0 = time.perf_counter()
     catalog = catalog or Catalog.load(db_path)
-    parsed = parse_question(question, catalog)
+    parsed = parse_question(question, catalog) if use_parser else None
     ans = Answer(question, "needs review", "", parser_intent=parsed, source=source)
+    reading = None
     if llm is not None:
         ans.model_label, ans.model_sha256 = llm.spec.label, llm.sha256
-        ans.prompt = build_messages(question, catalog)
-        ans.raw_output, ans.llm_seconds = llm.complete(ans.prompt, intent_gbnf(catalog), max_tokens,
-                                                       in_grammar=lambda t: in_language(t, catalog))
-        try:
-            ans.llm_intent = Intent.from_llm_json(ans.raw_output, catalog)
-        except IntentError as exc:
-            ans.llm_error = str(exc)
+        reading = llm.read(question, catalog)
+        ans.llm_seconds, ans.llm_margin = reading.seconds, reading.margin if reading.decisions else None
+        ans.raw_output = reading.describe()
+        ans.prompt = [{"role": "examples", "content": "\n".join(reading.examples)}]
+        ans.llm_intent = reading.intent
     else:
         ans.llm_error = "no LLM loaded"
 
-    missing = _missing(parsed, catalog)
+    about = is_about_audit(question, catalog) if use_parser else (reading is not None and reading.about)
+    if not about:
+        ans.status = "not about this audit"
+        ans.sentence = (f"Not a question about audit {catalog.audit} v{catalog.version:03d}: it names no model, "
+                        "metric, batch or image of it.")
+        ans.seconds = time.perf_counter() - t0
+        return ans
+    primary = parsed if parsed is not None else ans.llm_intent
+    missing = _missing(primary, catalog) if primary is not None else []
     if missing:
-        ans.status, ans.intent = "not found", parsed
+        ans.status, ans.intent = "not found", primary
         ans.sentence = _not_found_sentence(missing, catalog)
+        ans.seconds = time.perf_counter() - t0
+        return ans
+    if primary is None:  # LLM alone, and it read the question as not about the audit
+        ans.status = "not about this audit"
+        ans.sentence = "Not a question about this audit."
         ans.seconds = time.perf_counter() - t0
         return ans
 
     with open_readonly(db_path) as conn:
-        p_canon = parsed.canonical(catalog)
-        p_exec = execute(p_canon, conn, catalog)
-        ans.parser_values = p_exec.values
-        if ans.llm_intent is not None:
+        p_canon = p_exec = None
+        if parsed is not None:
+            p_canon = parsed.canonical(catalog)
+            p_exec = execute(p_canon, conn, catalog)
+            ans.parser_values = p_exec.values
+        if ans.llm_intent is not None and not ans.llm_intent.missing:
             l_canon = ans.llm_intent.canonical(catalog)
             l_exec = execute(l_canon, conn, catalog)
             ans.intent, ans.values, ans.sql, ans.winners = l_canon, l_exec.values, l_exec.sql, l_exec.winners
-            agree = l_canon == p_canon
-            has_values = bool(l_exec.values) and all(v.value is not None for v in l_exec.values)
-            ans.status = "verified" if agree and has_values else "needs review"
+            agree = p_canon is not None and l_canon == p_canon
+            sure = reading is not None and reading.margin >= min_margin
+            ans.status = "verified" if agree and sure and _complete(l_canon, l_exec) else "needs review"
             text = sentence(l_canon, l_exec)
             if agree:
                 ans.sentence = text or "No stored value answers this question."
+                if not sure:
+                    ans.sentence += f" (LLM reading not clear enough: margin {reading.margin:.2f} < {min_margin})"
+            elif p_canon is None:
+                ans.sentence = f"LLM read: {l_canon.describe()}: {text or 'no value'}"
             else:
                 ans.sentence = (f"LLM read: {l_canon.describe()}: {text or 'no value'} "
                                 f"Parser read: {p_canon.describe()}: {sentence(p_canon, p_exec) or 'no value'}")
-        else:
+        elif p_canon is not None:
+            why = ans.llm_error or ("LLM read: " + "; ".join(ans.llm_intent.missing) if ans.llm_intent
+                                    else "LLM read: not about the audit")
             ans.intent, ans.values, ans.sql, ans.winners = p_canon, p_exec.values, p_exec.sql, p_exec.winners
-            ans.sentence = (f"LLM gave no usable intent ({ans.llm_error}). Parser read: {p_canon.describe()}: "
-                            f"{sentence(p_canon, p_exec) or 'no value'}")
+            ans.sentence = f"{why}. Parser read: {p_canon.describe()}: {sentence(p_canon, p_exec) or 'no value'}"
     if not ans.values and not ans.parser_values:
         ans.status = "not found"
         ans.sentence = "Not found: no stored value answers this question."

@@ -1,7 +1,7 @@
 """What a question may refer to: the run's real model names, metrics, batches and images.
 
-Read once from an audit database (read-only) and shared by the grammar (its enumerations),
-the deterministic parser (what counts as "not found") and the answering SQL.
+Read once from an audit database (read-only) and shared by the vocabulary (the candidates
+both readers choose from), the parser (what counts as "not found") and the answering SQL.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ ASKABLE_DATASET_METRICS = tuple(m.name for m in REGISTRY.values()
 METRIC_LABELS = {m.name: m.phrase for m in REGISTRY.values()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelRef:
     name: str
     number: int  # 1-based, in the order the run evaluated them (the dossier's order)
     description: str = ""
+    loss: dict = field(default_factory=dict)  # the card's loss settings (kind, alpha, beta, ...)
 
 
 @dataclass
@@ -67,10 +68,11 @@ class Catalog:
             models = []
             for n, e in enumerate(evals, 1):
                 try:
-                    description = json.loads(e["card_json"] or "{}").get("description", "")
+                    card = json.loads(e["card_json"] or "{}")
                 except ValueError:
-                    description = ""
-                models.append(ModelRef(e["model_name"], n, description or ""))
+                    card = {}
+                loss = card.get("loss") if isinstance(card.get("loss"), dict) else {}
+                models.append(ModelRef(e["model_name"], n, card.get("description") or "", loss))
             stored = {r["metric"] for r in rows(
                 "select distinct m.metric from evaluation_metrics m join evaluations e on e.id = m.evaluation_id "
                 "where e.run_id = ?", [run["id"]])}

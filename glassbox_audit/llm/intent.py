@@ -3,8 +3,8 @@
 An :class:`Intent` says which models, which part of the test set (the whole ``dataset``, one
 ``batch``, one ``image``, or, with no id, every batch or image to rank them), which metrics
 and which aggregate (``macro`` image mean, ``micro`` pooled pixels, ``max`` / ``min`` ranking).
-The LLM produces one under a grammar; :func:`parse_question` produces another from rules and
-synonyms. An answer is verified only when both agree (compared by :meth:`Intent.canonical`).
+The LLM's :class:`~.reader.Reader` produces one by choosing among the run's names;
+:func:`parse_question` produces another from the same vocabulary by rules. An answer is verified only when both agree (compared by :meth:`Intent.canonical`).
 
 Example::
 
@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from ..metrics import REGISTRY, UNSUPPORTED_METRICS
 from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
 
-__all__ = ["AGGREGATES", "METRIC_SYNONYMS", "SCOPES", "Intent", "IntentError", "parse_question"]
+__all__ = ["AGGREGATES", "METRIC_SYNONYMS", "SCOPES", "Intent", "is_about_audit", "parse_question"]
 
 SCOPES = ("dataset", "batch", "image")
 AGGREGATES = ("macro", "micro", "max", "min")
@@ -42,8 +41,6 @@ _AGGREGATE_WORDS = (
     ("max", r"highest|best|maximum|max|top|largest|greatest|strongest"),
     ("min", r"lowest|worst|minimum|min|smallest|poorest|weakest"),
 )
-_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
-             "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 
 
 # "which batch", "worst image", "the batch with the lowest ...", "batches ranked by": questions that rank
@@ -51,10 +48,6 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixt
 _RANKED = (r"\b(?:which|what|best|worst|highest|lowest|top|bottom|weakest|strongest|poorest|hardest|easiest) "
            r"{unit}(?:es|s)?\b|\b{unit}(?:es|s)? (?:with|has|had|have|where|scoring|scored|ranked|by)\b"
            r"|\b{unit}(?:es|s)? (?:is|was) (?:the )?(?:best|worst|highest|lowest)\b")
-
-
-class IntentError(ValueError):
-    """An LLM output that is not a valid intent for this catalog."""
 
 
 @dataclass(frozen=True)
@@ -96,47 +89,29 @@ class Intent:
         metrics = ", ".join(METRIC_LABELS.get(m, m) for m in self.metrics)
         return f"{metrics} ({self.aggregate}) of {', '.join(self.models)} on {where}"
 
-    @classmethod
-    def from_llm_json(cls, text: str, catalog: Catalog) -> "Intent":
-        """Read the LLM's JSON (see :mod:`.grammar`), refusing anything outside the catalog."""
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise IntentError(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise IntentError("not a JSON object")
-        models = data.get("models")
-        if models == ["all"] or models == "all":
-            models = catalog.model_names
-        if not isinstance(models, list) or not models or any(m not in catalog.model_names for m in models):
-            raise IntentError(f"models {models!r} are not among {catalog.model_names}")
-        metrics = data.get("metrics")
-        if not isinstance(metrics, list) or not metrics or any(m not in catalog.metrics for m in metrics):
-            raise IntentError(f"metrics {metrics!r} are not among {catalog.metrics}")
-        scope = data.get("scope")
-        if scope not in SCOPES:
-            raise IntentError(f"scope {scope!r} is not one of {SCOPES}")
-        batch, image = data.get("batch"), data.get("image")
-        if batch is not None and (not isinstance(batch, int) or batch not in catalog.batches):
-            raise IntentError(f"batch {batch!r} is not in the audit")
-        if image is not None and (not isinstance(image, str) or catalog.image(image) is None):
-            raise IntentError(f"image {image!r} is not in the audit")
-        aggregate = data.get("aggregate")
-        if aggregate not in AGGREGATES:
-            raise IntentError(f"aggregate {aggregate!r} is not one of {AGGREGATES}")
-        return cls(tuple(models), scope, batch, catalog.image(image) if image else None, tuple(metrics), aggregate)
-
 
 def _norm(text: str) -> str:
-    text = text.lower().replace("optimised", "optimized").replace("ø", "o")
+    text = text.lower().replace("optimised", "optimized").replace("ø", "o").replace("’", "'")
     text = re.sub(r"[_\-‐–—/]", " ", text)
     text = re.sub(r"[^a-z0-9#.% ]", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"\s+", " ", text).strip()
+    # "the first and third models" names the first model and the third model.
+    return re.sub(r"\b(\w+) (and|or) (\w+) (model|variant|network)s\b", r"\1 \4 \2 \3 \4", text)
+
+
+def _phrase_pattern(phrase: str) -> str:
+    return rf"(?<![a-z0-9#]){re.escape(_norm(phrase))}(?![a-z0-9])"
 
 
 def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str]:
     """Models named in ``text`` (normalised), things that look like models but are unknown, and
-    the text with every model mention blanked out (so "recall-optimized" is not read as recall)."""
+    the text with every model mention blanked out (so "recall-optimized" is not read as recall).
+
+    Known models are found by the vocabulary's phrases (name and spellings, number, ordinal,
+    descriptions from the loss settings), longest first; the patterns below only catch
+    references to models the run does not have ("model 7", "the speed-optimized model")."""
+    from .vocabulary import ALL_MODELS, Vocabulary, vocabulary_of
+
     found: list[tuple[int, str]] = []
     missing: list[str] = []
     blank = text
@@ -145,51 +120,35 @@ def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str
         nonlocal blank
         if name is None:
             missing.append(label)
-        else:
+        elif name != ALL_MODELS:
             found.append((m.start(), name))
         # "_" never occurs in normalised text, so words on either side cannot join into a new match.
         blank = blank[:m.start()] + "_" * (m.end() - m.start()) + blank[m.end():]
 
-    for ref in sorted(catalog.models, key=lambda r: -len(r.name)):
-        for m in re.finditer(rf"\b{re.escape(_norm(ref.name))}\b", blank):
-            take(m, ref.name, ref.name)
-    for m in re.finditer(r"\b(?:model|variant|network|net)\s*(?:#|no\.?|number)?\s*(\d+|one|two|three|four|five|six)\b",
-                         blank):
-        raw = m.group(1)
-        n = int(raw) if raw.isdigit() else _ORDINALS[raw]
-        take(m, catalog.model_by_number(n), f"model {n}")
-    for m in re.finditer(r"\b(first|second|third|fourth|fifth|sixth|last) (?:and|or) (first|second|third|fourth|fifth|"
-                         r"sixth|last) (?:models?|variants?|networks?)\b", blank):
-        for word in m.groups():
-            n = len(catalog.models) if word == "last" else _ORDINALS[word]
-            take(m, catalog.model_by_number(n), f"the {word} model")
-    for m in re.finditer(r"\b(first|second|third|fourth|fifth|sixth|last)\s+(?:model|variant|network)\b", blank):
-        n = len(catalog.models) if m.group(1) == "last" else _ORDINALS[m.group(1)]
-        take(m, catalog.model_by_number(n), f"the {m.group(1)} model")
-    # Descriptions: "the recall one", "the precision variant", "the balanced model"; and unknown
-    # names of the same shape ("the speed-optimized model").
-    first_words = {}
-    for ref in catalog.models:
-        word = _norm(ref.name).split(" ")[0]
-        first_words.setdefault(word, []).append(ref.name)
-    qualifier = r"(?:optimized|oriented|focused|tuned|model|variant|one|network)"
-    for m in re.finditer(rf"\b([a-z0-9]+)\s+{qualifier}\b", blank):
-        word = m.group(1)
-        if word in first_words and len(first_words[word]) == 1:
-            take(m, first_words[word][0], word)
-        elif m.group(0).endswith("optimized") and word not in ("is", "the", "a", "most", "best"):
-            take(m, None, f"{word}-optimized model")
+    for phrase, name in Vocabulary.phrase_index(vocabulary_of(catalog).models):
+        for m in re.finditer(_phrase_pattern(phrase), blank):
+            take(m, name, phrase)
+    numbers = "|".join(("one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))
+    for m in re.finditer(rf"\b(?:model|variant|network|net)\s*(?:#|no\.?|number)?\s*(\d+|{numbers})\b", blank):
+        take(m, None, f"model {m.group(1)}")
+    for m in re.finditer(r"\b(\d+(?:st|nd|rd|th)|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\s+"
+                         r"(?:model|variant|network)\b", blank):
+        take(m, None, f"the {m.group(1)} model")
+    for m in re.finditer(r"\b([a-z0-9]+)\s+optimized\b", blank):
+        if m.group(1) not in ("is", "the", "a", "most", "best", "well", "fully", "not"):
+            take(m, None, f"{m.group(1)}-optimized model")
     for m in re.finditer(r"\b(?:model|variant) (?:named|called) ([a-z0-9 ]+?)(?:\s|$|\?)", blank):
         take(m, None, f"model {m.group(1)}")
-    for word, names in first_words.items():
-        if len(names) == 1 and word not in {w for syn in METRIC_SYNONYMS.values() for s in syn for w in s.split()}:
-            for m in re.finditer(rf"\b{re.escape(word)}\b", blank):
-                take(m, names[0], word)
     return [n for _, n in sorted(found)], missing, blank
 
 
-def _find_metrics(text: str) -> list[str]:
-    phrases = sorted(((s, k) for k, syns in METRIC_SYNONYMS.items() for s in syns), key=lambda p: -len(p[0]))
+def _find_metrics(text: str, catalog: Catalog) -> list[str]:
+    """Metrics named in ``text`` by the vocabulary's phrases (synonyms, labels, spellings), longest first."""
+    from .vocabulary import UNSUPPORTED_PREFIX, Vocabulary, vocabulary_of
+
+    phrases = [(_norm(p), k) for p, k in Vocabulary.phrase_index(vocabulary_of(catalog).metrics)
+               if not k.startswith(UNSUPPORTED_PREFIX)]
+    phrases = sorted(dict.fromkeys(phrases), key=lambda pk: -len(pk[0]))
     found: list[tuple[int, str]] = []
     for phrase, key in phrases:
         for m in re.finditer(rf"\b{re.escape(phrase)}\b", text):
@@ -243,7 +202,7 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
 
     rest, unsupported = _find_unsupported(rest)
     missing += [f"metric {name} (not computed by this audit)" for name in unsupported]
-    metrics = _find_metrics(rest)
+    metrics = _find_metrics(rest, catalog)
     unknown_metrics = [m for m in metrics if m not in catalog.metrics] + unsupported
     missing += [f"metric {METRIC_LABELS.get(m, m)}" for m in unknown_metrics]
     metrics = [m for m in metrics if m in catalog.metrics] or (["dice"] if not unknown_metrics else [])
@@ -262,3 +221,25 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
         models = catalog.model_names  # no model named: the question is about all of them
     return Intent(tuple(dict.fromkeys(models)), scope, batch, image, tuple(metrics) or ("dice",), aggregate,
                   tuple(dict.fromkeys(missing)))
+
+
+# Words that make a question about an audit even when it names nothing the vocabulary lists
+# ("how well do the models do?").
+_AUDIT_WORDS = re.compile(r"\b(?:models?|variants?|networks?|batch(?:es)?|images?|audit|scores?|scored|metrics?|"
+                          r"segment\w*|lesions?|masks?|perform\w*|results?|accura\w*|predict\w*|test set|"
+                          r"dataset|version|failures?|pixels?|errors?|false positives?|false negatives?)\b")
+
+
+def is_about_audit(question: str, catalog: Catalog) -> bool:
+    """Whether ``question`` names anything an audit holds (a model, a metric, even one no run
+    stores, a batch, an image, a ranking) or talks about models and results at all."""
+    from .vocabulary import normalise, vocabulary_of
+
+    text = normalise(question)
+    if _AUDIT_WORDS.search(text):
+        return True
+    vocab = vocabulary_of(catalog)
+    phrases = [p for choices in (vocab.models, vocab.metrics) for ps in choices.values() for p in ps]
+    if any(re.search(rf"(?<![a-z0-9]){re.escape(p)}(?![a-z0-9])", text) for p in phrases):
+        return True
+    return any(catalog.image(w) for w in re.findall(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]", text))

@@ -1,4 +1,4 @@
-"""Local GGUF models through llama-cpp-python: found, hash-checked, loaded once, run greedily.
+"""Local GGUF models through llama-cpp-python: found, hash-checked, loaded once, asked to choose.
 
 A model is named in the config (``llm.model``, a key of :data:`KNOWN_MODELS`, or ``auto``) or
 given as any GGUF path (``llm.gguf``) with its sha256 pinned (``llm.sha256``). Every file is
@@ -11,8 +11,8 @@ model chosen by ``benchmarks/llm_bench.py``.
 Example::
 
     spec = resolve_model(cfg.llm, cfg.models_dir)
-    llm = load_model(spec, n_ctx=2048, threads=2)
-    raw, seconds = llm.complete(messages, grammar_text, max_tokens=96)
+    llm = load_model(spec, n_ctx=2048, threads=2, state_dir="models/llm/prefix-state")
+    reading = llm.read("Which model has the highest recall?", catalog)
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,7 +164,7 @@ def _close_loaded() -> None:
     # destructor needs and print a TypeError traceback; close them while all is still there.
     for llm in _LOADED.values():
         try:
-            llm.llama.close()
+            llm.scorer.close()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
     _LOADED.clear()
@@ -183,67 +182,47 @@ def _checked_hash(spec: ModelSpec) -> str:
 
 
 class LocalLLM:
-    """One loaded GGUF model. Calls are serialised: llama.cpp contexts are not thread-safe."""
+    """One loaded GGUF model reading questions (:mod:`.reader`); calls are serialised."""
 
-    def __init__(self, spec: ModelSpec, n_ctx: int = 2048, threads: int = 0):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise ModelError("llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)") from None
+    def __init__(self, spec: ModelSpec, n_ctx: int = 2048, threads: int = 0,
+                 state_dir: str | Path | None = None):
+        from .scorer import Scorer
+
         self.spec = spec
         self.sha256 = _checked_hash(spec)
         t0 = time.perf_counter()
-        try:
-            self.llama = Llama(model_path=str(spec.path), n_ctx=n_ctx, n_threads=threads or None,
-                               n_threads_batch=threads or None, seed=0, verbose=False)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{spec.path}: llama.cpp cannot load this GGUF ({exc})") from None
+        self.scorer = Scorer(spec.path, self.sha256, n_ctx=n_ctx, threads=threads)
         self.load_seconds = time.perf_counter() - t0
-        self._grammars: dict[str, Any] = {}
+        self.state_dir = state_dir
+        self._readers: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self.last_constrained: bool | None = None
         log.info("llm: %s loaded in %.1f s (sha256 %s)", spec.label, self.load_seconds, self.sha256[:12])
 
-    def _grammar(self, text: str) -> Any:
-        from llama_cpp import LlamaGrammar
+    def reader(self, catalog: Any) -> Any:
+        """The reader for ``catalog`` (built once per run and model: its prompt and example bank)."""
+        from .reader import Reader
 
-        if text not in self._grammars:
-            self._grammars[text] = LlamaGrammar.from_string(text, verbose=False)
-        return self._grammars[text]
-
-    def complete(self, messages: list[dict[str, str]], grammar: str, max_tokens: int = 128,
-                 in_grammar: Callable[[str], bool] | None = None) -> tuple[str, float]:
-        """Greedy chat completion under ``grammar``; returns the text and the seconds it took.
-
-        ``in_grammar`` (text -> whether it is a complete sentence of ``grammar``) enables the
-        fast path: decode greedily without the grammar first and keep the text when it is in
-        the language, since constrained greedy decoding would then have picked the same token
-        at every step. llama.cpp checks every vocabulary entry against the grammar at every
-        token, which costs 5-40x the model itself on a small model; the constrained decoding
-        runs only when the free one strays. ``last_constrained`` tells which path answered.
-        """
+        key = (str(catalog.path), catalog.run_id)
         with self._lock:
-            t0 = time.perf_counter()
-            if in_grammar is not None:
-                out = self.llama.create_chat_completion(messages=messages, temperature=0.0, top_k=1,
-                                                        max_tokens=max_tokens, seed=0)
-                text = out["choices"][0]["message"]["content"] or ""
-                if in_grammar(text):
-                    self.last_constrained = False
-                    return text, time.perf_counter() - t0
-                log.debug("llm: free decoding left the grammar (%r); decoding again under it", text[:120])
-            out = self.llama.create_chat_completion(messages=messages, grammar=self._grammar(grammar),
-                                                    temperature=0.0, top_k=1, max_tokens=max_tokens, seed=0)
-            self.last_constrained = True
-            return out["choices"][0]["message"]["content"] or "", time.perf_counter() - t0
+            if key not in self._readers:
+                self._readers[key] = Reader(self.scorer, catalog, state_dir=self.state_dir)
+            return self._readers[key]
+
+    def read(self, question: str, catalog: Any) -> Any:
+        """The model's :class:`~.reader.Reading` of ``question`` against ``catalog``."""
+        return self.reader(catalog).read(question)
 
 
-def load_model(spec: ModelSpec, n_ctx: int = 2048, threads: int = 0) -> LocalLLM:
-    """Load ``spec`` once per process (later calls with the same settings reuse it)."""
+def load_model(spec: ModelSpec, n_ctx: int = 2048, threads: int = 0,
+               state_dir: str | Path | None = None) -> LocalLLM:
+    """Load ``spec`` once per process (later calls with the same settings reuse it).
+
+    ``state_dir``: where evaluated prompt prefixes are kept between processes (None: nowhere).
+    """
     key = (str(spec.path.resolve()), n_ctx, threads)
     with _LOCK:
         if key not in _LOADED or _LOADED[key].sha256 != spec.sha256:
-            _LOADED[key] = LocalLLM(spec, n_ctx, threads)
+            _LOADED[key] = LocalLLM(spec, n_ctx, threads, state_dir)
         else:
             _checked_hash(spec)
         return _LOADED[key]
