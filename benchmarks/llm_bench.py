@@ -356,7 +356,7 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="audit database (default: tests/llm_testdb.py's, built in a temp folder)")
     ap.add_argument("--models", nargs="*", default=list(KNOWN_MODELS), help="model keys (default: all known)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n-ctx", type=int, default=2048)
+    ap.add_argument("--n-ctx", type=int, default=LlmConfig().n_ctx)
     ap.add_argument("--gguf", nargs=2, action="append", default=[], metavar=("PATH", "SHA256"),
                     help="also benchmark this GGUF file (repeatable)")
     ap.add_argument("--no-handwritten", action="store_true", help="generated questions only (for another database)")

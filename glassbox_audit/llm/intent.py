@@ -47,7 +47,8 @@ _AGGREGATE_WORDS = (
 # units. A bare mention ("image_metrics" in pasted SQL) does not make a question about images.
 _RANKED = (r"\b(?:which|what|best|worst|highest|lowest|top|bottom|weakest|strongest|poorest|hardest|easiest) "
            r"{unit}(?:es|s)?\b|\b{unit}(?:es|s)? (?:with|has|had|have|where|scoring|scored|ranked|by)\b"
-           r"|\b{unit}(?:es|s)? (?:is|was) (?:the )?(?:best|worst|highest|lowest)\b")
+           r"|\b{unit}(?:es|s)? (?:is|was) (?:the )?(?:best|worst|highest|lowest)\b"
+           r"|\b(?:best|worst|highest|lowest|top|bottom) [a-z0-9]+ {unit}\b")  # "the lowest-recall image"
 
 
 @dataclass(frozen=True)
