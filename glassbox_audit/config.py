@@ -166,9 +166,16 @@ class AugmentConfig:
     contrast: float = 0.15  # max relative change
     saturation: float = 0.15
     hue: float = 0.03  # max hue shift, in turns
+    # Per batch in the graph instead of per sample: each sample's flips, rotation and scale/crop
+    # compose into one affine map applied to image and mask together (one op per batch), which
+    # also allows free rotations (reflected border).
+    batched: bool = False
+    rotate: float = 0.0  # max free rotation in degrees (batched only)
 
     def validate(self, key: str) -> None:
         _check(0 < self.min_scale <= 1, f"{key}.min_scale", "must be in (0, 1]")
+        _check(0 <= self.rotate <= 180, f"{key}.rotate", f"must be in [0, 180] degrees, got {self.rotate}")
+        _check(self.batched or not self.rotate, f"{key}.rotate", "needs batched = true (free rotation is batched only)")
         for name in ("brightness", "contrast", "saturation"):
             _check(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be in [0, 1)")
         _check(0 <= self.hue <= 0.5, f"{key}.hue", "must be in [0, 0.5]")
@@ -291,6 +298,12 @@ class TrainConfig:
     # "plateau": halve the learning rate when validation loss stalls; "cosine": decay it
     # to 1/20 over the planned epochs (better final weights when the epoch budget is fixed).
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    # Cosine only: linear warm-up from 1/100 of the learning rate over this many epochs, and the
+    # share of the learning rate the decay ends at.
+    warmup_epochs: float = 0.0
+    final_lr_fraction: float = 0.05
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
     seed: int = 0
     base_loss: LossConfig = field(
         default_factory=lambda: LossConfig("dice", bce_weight=0.5)
@@ -304,6 +317,11 @@ class TrainConfig:
         _check(self.patience > 0, f"{key}.patience", "must be positive")
         _check(self.learning_rate > 0, f"{key}.learning_rate", "must be positive")
         _check(self.finetune_learning_rate > 0, f"{key}.finetune_learning_rate", "must be positive")
+        _check(self.warmup_epochs >= 0, f"{key}.warmup_epochs", "must be 0 or positive")
+        _check(self.lr_schedule == "cosine" or not self.warmup_epochs, f"{key}.warmup_epochs",
+               "needs lr_schedule = \"cosine\"")
+        _check(0 <= self.final_lr_fraction <= 1, f"{key}.final_lr_fraction", "must be in [0, 1]")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be 0 or positive")
         self.base_loss.validate(f"{key}.base_loss")
         self.augment.validate(f"{key}.augment")
 

@@ -154,6 +154,67 @@ def test_augmentation_moves_image_and_mask_together():
     assert changed >= 10  # and the transforms did move things
 
 
+def test_batched_augmentation_moves_each_image_and_its_mask_together_and_rotates_freely():
+    from glassbox_audit.config import AugmentConfig
+    from glassbox_audit.data.augment import make_batch_augment
+
+    tf.random.set_seed(0)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    mask = ((yy - 15) ** 2 + (xx - 30) ** 2 <= 64) | ((yy > 35) & (xx < 12))  # asymmetric shape
+    image = (np.where(mask[..., None], 0.9, 0.1) + rng.normal(0, 0.01, (48, 48, 3))).astype("float32")
+    images = np.repeat(image[None], 16, axis=0)
+    masks = np.repeat(mask[None, ..., None].astype("float32"), 16, axis=0)
+    cfg = AugmentConfig(batched=True, rotate=180, rot90=False, min_scale=0.7, brightness=0.05, contrast=0.1, hue=0.02)
+    img, m = make_batch_augment(cfg, 48)(tf.constant(images), tf.constant(masks))
+    assert img.shape == images.shape and m.shape == masks.shape
+    from_image = img.numpy().mean(axis=-1) > 0.5
+    from_mask = m.numpy()[..., 0] > 0.5
+    for a, b in zip(from_image, from_mask):  # every sample: the mask covers the bright shape
+        assert (a & b).sum() / max(1, (a | b).sum()) > 0.85
+    # Each sample got its own transform, and angles other than right angles occur.
+    assert len({mm.tobytes() for mm in from_mask}) == 16
+    right_angles = [np.rot90(f, k) for f in (mask, mask[:, ::-1], mask[::-1], mask[::-1, ::-1]) for k in range(4)]
+    assert sum(max((x == r).mean() for r in right_angles) < 0.97 for x in from_mask) >= 8
+
+
+def test_free_rotation_needs_the_batched_augmentation_and_warm_up_a_cosine_schedule():
+    from glassbox_audit.config import AugmentConfig, ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="augment.rotate.*batched"):
+        AugmentConfig(rotate=30).validate("train.augment")
+    with pytest.raises(ConfigError, match="warmup_epochs.*cosine"):
+        TrainConfig(warmup_epochs=1).validate("train")
+    TrainConfig(lr_schedule="cosine", warmup_epochs=1, optimizer="adamw",
+                augment=AugmentConfig(batched=True, rotate=180)).validate("train")
+
+
+def test_adamw_with_warm_up_follows_the_configured_schedule(tmp_path):
+    from glassbox_audit.config import TrainConfig
+    from glassbox_audit.models.train import fit, learning_rate_schedule
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((16, 32, 32, 1)) > 0.5).astype("float32")
+    model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
+    cfg = TrainConfig(lr_schedule="cosine", warmup_epochs=1, optimizer="adamw", weight_decay=0.05,
+                      final_lr_fraction=0.1)
+    history = fit(model, LossConfig("dice", bce_weight=1.0),
+                  {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}, epochs=3, lr=1e-2, batch_size=8,
+                  patience=5, augment=None, seed=0, backup_dir=tmp_path / "b", label="t", schedule="cosine",
+                  train_cfg=cfg)
+    opt = model.optimizer
+    assert type(opt).__name__ == "AdamW" and opt.weight_decay == pytest.approx(0.05)
+    assert len(history["loss"]) == 3 and int(opt.iterations) == 6
+    # 2 steps an epoch: warm-up from lr/100 to lr over the first epoch, then cosine to lr/10
+    # over the remaining 4 steps.
+    lr = learning_rate_schedule(cfg, 1e-2, 3, 2, "cosine")
+    assert [float(lr(s)) for s in (0, 2, 4, 6)] == pytest.approx([1e-4, 1e-2, 1e-2 * (0.1 + 0.9 * 0.5), 1e-3], rel=1e-3)
+    assert float(opt.learning_rate) == pytest.approx(float(lr(6)), rel=1e-3)  # the one fit trained with
+    before = learning_rate_schedule(None, 1e-2, 3, 2, "cosine")  # no settings: cosine to 1/20, no warm-up
+    assert float(before(0)) == pytest.approx(1e-2) and float(before(6)) == pytest.approx(5e-4, rel=1e-3)
+
+
 def test_interrupted_training_resumes_from_the_last_finished_epoch(tmp_path):
     import csv
 

@@ -107,11 +107,11 @@ def example_bank(vocab: Vocabulary, size: int = 240, seed: int = 0) -> list[Exam
     kind appears; templates are the bank's own (no benchmark or test question)."""
     c = vocab.catalog
     rng = random.Random(seed)
-    models = [m for m in c.model_names]
-    stored = [m for m in c.metrics]
+    models = list(c.model_names)
+    stored = list(c.metrics)
     image_metrics = [m for m in stored if m not in ASKABLE_DATASET_METRICS]
     unsupported = [k for k in vocab.metrics if k.startswith(UNSUPPORTED_PREFIX)]
-    agg_words = {k: v for k, v in vocab.aggregates.items()}
+    agg_words = vocab.aggregates
     templates = (
         "what is the {metric} of {model}?", "{metric} for {model}", "show me {model}'s {metric}",
         "how good is {model} in terms of {metric}?", "give the {metric} of {model} {part}",
@@ -224,7 +224,7 @@ class Reader:
 
     # Fixed examples show each line's form once; retrieved ones do the rest.
     def _fixed_examples(self) -> list[Example]:
-        c, v = self.catalog, self.vocab
+        c = self.catalog
         names = c.model_names
         first, last = names[0], names[-1]
         b = c.batches[min(1, len(c.batches) - 1)] if c.batches else 0

@@ -25,7 +25,7 @@ from ..data import Dataset, load_arrays
 from ..errors import ModelError
 from .registry import StoredModel, find_model, latest_by_name, load_model, model_key, save_model
 
-__all__ = ["fit", "model_keys", "obtain_models"]
+__all__ = ["fit", "learning_rate_schedule", "model_keys", "obtain_models"]
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,43 @@ def _hardware() -> dict[str, Any]:
             "cpus": os.cpu_count(), "system": platform.system(), "python": platform.python_version()}
 
 
-def _datasets(x: np.ndarray, y: np.ndarray, batch: int, augment, seed: int, training: bool):
+def _datasets(x: np.ndarray, y: np.ndarray, batch: int, augment, seed: int, training: bool,
+              batched: bool = False):
+    """``augment`` maps one sample, or (``batched``) one whole batch."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment is not None:
+    if training and augment is not None and not batched:
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch)
+    if training and augment is not None and batched:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def learning_rate_schedule(train_cfg: Any, lr: float, epochs: int, steps: int, schedule: str):
+    """The learning rate per step: ``lr`` (plateau: halved by a callback), or cosine decay to
+    ``final_lr_fraction`` of it after ``warmup_epochs`` of linear warm-up from ``lr / 100``.
+    ``train_cfg`` None: cosine to 1/20, no warm-up (the schedule before these settings)."""
+    import keras
+
+    if schedule != "cosine":
+        return lr
+    warm = int(round((getattr(train_cfg, "warmup_epochs", 0.0) or 0.0) * steps))
+    return keras.optimizers.schedules.CosineDecay(
+        lr / 100 if warm else lr, decay_steps=max(1, epochs * steps - warm),
+        alpha=getattr(train_cfg, "final_lr_fraction", 0.05), warmup_target=lr if warm else None, warmup_steps=warm)
+
+
+def _optimizer(train_cfg: Any, rate: Any):
+    import keras
+
+    if getattr(train_cfg, "optimizer", "adam") == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=train_cfg.weight_decay)
+    return keras.optimizers.Adam(rate)
 
 
 class _LogEpochs:
@@ -73,22 +100,24 @@ class _LogEpochs:
 def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,
         batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str,
         schedule: str = "plateau", epoch_log: Path | None = None,
-        extra_callbacks: list | None = None) -> dict[str, list[float]]:
+        extra_callbacks: list | None = None, train_cfg: Any = None,
+        batched_augment: bool = False) -> dict[str, list[float]]:
     """Train ``model`` in place with early stopping on validation Dice; return the history
     of the epochs this call ran (after a resume, the remaining ones).
 
     ``epoch_log``: a CSV file that gets one row per finished epoch (appended on resume).
+    ``train_cfg``: a :class:`~glassbox_audit.config.TrainConfig` for the optimizer (Adam or
+    AdamW), the warm-up and the end of the cosine decay; None: Adam, cosine to 1/20.
     """
     import keras
 
     from .losses import dice_coefficient, make_loss
 
     steps = -(-len(data["x_train"]) // batch_size)
-    rate = (keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.05)
-            if schedule == "cosine" else lr)
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss=make_loss(loss_cfg),
+    rate = learning_rate_schedule(train_cfg, lr, epochs, steps, schedule)
+    model.compile(optimizer=_optimizer(train_cfg, rate), loss=make_loss(loss_cfg),
                   metrics=[dice_coefficient], jit_compile=False)
-    train = _datasets(data["x_train"], data["y_train"], batch_size, augment, seed, True)
+    train = _datasets(data["x_train"], data["y_train"], batch_size, augment, seed, True, batched_augment)
     val = _datasets(data["x_val"], data["y_val"], batch_size, None, seed, False)
     callbacks = [
         # Resume from the last finished epoch if a previous run was interrupted (the
@@ -126,10 +155,13 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
                          "output": "logits (apply a sigmoid for probabilities)"},
         "loss": dataclasses.asdict(loss),
         "hyperparameters": {"max_epochs": epochs, "learning_rate": lr, "batch_size": cfg.train.batch_size,
-                            "patience": cfg.train.patience, "optimizer": "Adam", "seed": cfg.train.seed,
-                            "lr_schedule": ("cosine decay to 1/20 over the planned epochs"
-                                            if cfg.train.lr_schedule == "cosine"
-                                            else "halve on validation-loss plateau"),
+                            "patience": cfg.train.patience, "seed": cfg.train.seed,
+                            "optimizer": ("AdamW" if cfg.train.optimizer == "adamw" else "Adam"),
+                            "weight_decay": cfg.train.weight_decay if cfg.train.optimizer == "adamw" else 0.0,
+                            "lr_schedule": (f"{cfg.train.warmup_epochs:g} warm-up epochs, then " if
+                                            cfg.train.lr_schedule == "cosine" and cfg.train.warmup_epochs else "")
+                            + (f"cosine decay to {cfg.train.final_lr_fraction:g} of the rate over the planned epochs"
+                               if cfg.train.lr_schedule == "cosine" else "halve on validation-loss plateau"),
                             "augmentation": dataclasses.asdict(cfg.train.augment)},
         "data": {"layout": ds.layout, "description": ds.description,
                  "train_fingerprint": ds.fingerprint(("train", "val")),
@@ -145,6 +177,11 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
         "tensorflow_version": tf.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _finetune_settings(train_cfg: Any) -> Any:
+    """A fine-tune starts from trained weights: the same optimizer, no warm-up."""
+    return dataclasses.replace(train_cfg, warmup_epochs=0.0)
 
 
 def model_keys(cfg: AuditConfig, ds: Dataset) -> tuple[str, dict[str, str]]:
@@ -198,7 +235,7 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
 
     import keras
 
-    from ..data.augment import make_augment
+    from ..data.augment import make_augment, make_batch_augment
     from .unet import build_attention_unet
 
     keras.utils.set_random_seed(cfg.train.seed)
@@ -206,7 +243,8 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
     x_train, y_train = load_arrays(ds, "train", size)
     x_val, y_val = load_arrays(ds, "val", size)
     data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
-    augment = make_augment(cfg.train.augment, size)
+    batched = cfg.train.augment.batched
+    augment = (make_batch_augment if batched else make_augment)(cfg.train.augment, size)
     backups = models_dir / ".backup"
 
     def build():
@@ -226,7 +264,8 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
         history = fit(model, cfg.train.base_loss, data, epochs=cfg.train.epochs, lr=cfg.train.learning_rate,
                       batch_size=cfg.train.batch_size, patience=cfg.train.patience, augment=augment,
                       seed=cfg.train.seed, backup_dir=backups / f"base-{base_key[:12]}", label="base",
-                      schedule=cfg.train.lr_schedule, epoch_log=backups / f"base-{base_key[:12]}.csv")
+                      schedule=cfg.train.lr_schedule, epoch_log=backups / f"base-{base_key[:12]}.csv",
+                      train_cfg=cfg.train, batched_augment=batched)
         card = _card(cfg, "base", "shared base model, fine-tuned into each variant", cfg.train.base_loss,
                      model, ds, history, time.perf_counter() - start, cfg.train.epochs,
                      cfg.train.learning_rate, None)
@@ -249,7 +288,8 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
                           patience=cfg.train.patience, augment=augment, seed=cfg.train.seed,
                           backup_dir=backups / f"{v.name}-{keys[v.name][:12]}", label=v.name,
                           schedule=cfg.train.lr_schedule,
-                          epoch_log=backups / f"{v.name}-{keys[v.name][:12]}.csv")
+                          epoch_log=backups / f"{v.name}-{keys[v.name][:12]}.csv",
+                          train_cfg=_finetune_settings(cfg.train), batched_augment=batched)
         card = _card(cfg, v.name, v.description, v.loss, model, ds, history,
                      time.perf_counter() - start, cfg.train.finetune_epochs,
                      cfg.train.finetune_learning_rate, base_key)
