@@ -291,7 +291,12 @@ class DaskExecutor:
             self.client.close()
             self.client = None
         if self.cluster is not None:
-            self.cluster.close()
+            try:
+                self.cluster.close()
+            except KeyError as exc:
+                # distributed's SpecCluster forgets a worker that was killed mid-task and then
+                # fails to close it by name; the local processes are gone either way.
+                log.warning("dask: local cluster closed with an error (%s: %s)", type(exc).__name__, exc)
             self.cluster = None
 
     @property
