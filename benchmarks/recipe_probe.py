@@ -34,10 +34,8 @@ outside the repository).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -78,85 +76,23 @@ def prepare(images_uint8: np.ndarray, sog: bool) -> np.ndarray:
 
 # --- batched augmentation ------------------------------------------------------------------
 
-@dataclasses.dataclass
-class AugmentSpec:
-    hflip: bool = True
-    vflip: bool = True
-    rot90: bool = True
-    rotate: float = 180.0  # free rotation, max |degrees| (0: none)
-    min_scale: float = 0.75  # sampled region side / image side (< 1 zooms in: scale/crop)
-    max_scale: float = 1.0  # > 1 zooms out (reflected border)
-    brightness: float = 0.1
-    contrast: float = 0.15
-    saturation: float = 0.15
-    hue: float = 0.03  # turns
+def augment_config(rotate: float = 180.0, min_scale: float = 0.75, colour: bool = True):
+    """The probes' augmentation as the product's settings (``[train.augment]`` with ``batched``)."""
+    from glassbox_audit.config import AugmentConfig
+
+    jitter = {} if colour else {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    return AugmentConfig(batched=True, rotate=rotate, min_scale=min_scale, **jitter)
 
 
-def make_batch_augment(spec: AugmentSpec, size: int):
-    """``aug(x_uint8 (B,S,S,3), y (B,S,S,1)) -> (image float [0,1], mask)`` for whole batches.
-
-    All geometric transforms of a sample compose into one affine map, so a batch costs one
-    ``ImageProjectiveTransformV3`` call on image and mask stacked together (the mask can
-    never drift from its image); colour jitter is per-sample broadcasting and a 3x3 matrix.
-    """
+def make_batch_augment(cfg, size: int):
+    """``aug(x_uint8 (B,S,S,3), y (B,S,S,1)) -> (image float [0,1], mask)``: the product's
+    ``data.augment.make_batch_augment`` on uint8 batches."""
     import tensorflow as tf
 
-    c = (size - 1) / 2.0
+    from glassbox_audit.data.augment import make_batch_augment as product_augment
 
-    def uniform(b, lo, hi):
-        return tf.random.uniform((b,), lo, hi)
-
-    def affine(b):
-        # Output pixel -> input pixel: in = c + M (out - c) + t, M = s R(phi) F.
-        fx = tf.where(uniform(b, 0, 1) < 0.5, -1.0, 1.0) if spec.hflip else tf.ones((b,))
-        fy = tf.where(uniform(b, 0, 1) < 0.5, -1.0, 1.0) if spec.vflip else tf.ones((b,))
-        phi = tf.zeros((b,))
-        if spec.rot90:
-            phi += tf.cast(tf.random.uniform((b,), 0, 4, dtype=tf.int32), tf.float32) * (math.pi / 2)
-        if spec.rotate:
-            phi += uniform(b, -spec.rotate, spec.rotate) * (math.pi / 180)
-        s = uniform(b, spec.min_scale, spec.max_scale) if spec.min_scale < spec.max_scale else \
-            tf.fill((b,), float(spec.min_scale))
-        # Translation keeps a zoomed-in crop inside the image (as a scale/crop would).
-        room = tf.maximum(1.0 - s, 0.0) * c
-        tx, ty = uniform(b, -1, 1) * room, uniform(b, -1, 1) * room
-        cos, sin = tf.cos(phi) * s, tf.sin(phi) * s
-        m00, m01, m10, m11 = cos * fx, -sin * fy, sin * fx, cos * fy
-        ox = c + tx - (m00 * c + m01 * c)
-        oy = c + ty - (m10 * c + m11 * c)
-        zero = tf.zeros((b,))
-        return tf.stack([m00, m01, ox, m10, m11, oy, zero, zero], axis=1)
-
-    def colour(img, b):
-        if spec.brightness:
-            img += uniform(b, -spec.brightness, spec.brightness)[:, None, None, None]
-        if spec.contrast:
-            mean = tf.reduce_mean(img, axis=(1, 2), keepdims=True)
-            img = (img - mean) * uniform(b, 1 - spec.contrast, 1 + spec.contrast)[:, None, None, None] + mean
-        if spec.saturation:
-            grey = tf.reduce_sum(img * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-            img = grey + (img - grey) * uniform(b, 1 - spec.saturation, 1 + spec.saturation)[:, None, None, None]
-        if spec.hue:
-            # Hue shift as a rotation about the grey axis (Rodrigues), one 3x3 matrix per sample.
-            t = uniform(b, -spec.hue, spec.hue) * (2 * math.pi)
-            k = 1 / math.sqrt(3.0)
-            cos, sin = tf.cos(t)[:, None, None], tf.sin(t)[:, None, None]
-            cross = tf.constant([[0, -k, k], [k, 0, -k], [-k, k, 0]], tf.float32)[None]
-            outer = tf.fill((1, 3, 3), k * k)
-            rot = cos * tf.eye(3)[None] + sin * cross + (1 - cos) * outer
-            img = tf.einsum("bhwc,bdc->bhwd", img, rot)
-        return tf.clip_by_value(img, 0.0, 1.0)
-
-    def aug(x, y):
-        x = tf.cast(x, tf.float32) / 255.0
-        b = tf.shape(x)[0]
-        both = tf.concat([x, tf.cast(y, tf.float32)], axis=-1)
-        both = tf.raw_ops.ImageProjectiveTransformV3(
-            images=both, transforms=affine(b), output_shape=tf.constant([size, size]),
-            fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
-        return colour(both[..., :3], b), both[..., 3:]
-
-    return aug
+    aug = product_augment(cfg, size)
+    return lambda x, y: aug(tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32))
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -258,7 +194,7 @@ def load_data(root: Path, size: int, sog: bool, subset: int, seed: int):
             "counts": {"train": int(len(x)), "holdout": len(ds.samples["val"]), "official": len(ds.samples["test"])}}
 
 
-def train_stream(x, y, batch: int, aug: str, spec: AugmentSpec, size: int, seed: int):
+def train_stream(x, y, batch: int, aug: str, spec, size: int, seed: int):
     import tensorflow as tf
 
     from glassbox_audit.config import AugmentConfig
@@ -373,9 +309,7 @@ def run(args) -> dict:
     data = load_data(args.data, args.size, args.sog, args.subset, args.seed)
     log.info("data: %s, loaded in %.0fs", data["counts"], time.perf_counter() - t_load)
 
-    spec = AugmentSpec(rotate=args.rotate, min_scale=args.min_scale, max_scale=args.max_scale,
-                       hue=0.0 if args.no_colour else 0.03, brightness=0.0 if args.no_colour else 0.1,
-                       contrast=0.0 if args.no_colour else 0.15, saturation=0.0 if args.no_colour else 0.15)
+    spec = augment_config(args.rotate, args.min_scale, colour=not args.no_colour)
     if args.finetune_from:
         base_dir = args.runs / args.finetune_from
         export = keras.saving.load_model(str(base_dir / "model.keras"), compile=False)
@@ -465,7 +399,6 @@ def parse(argv):
     ap.add_argument("--aug", choices=["batched", "project", "none"])
     ap.add_argument("--rotate", type=float, default=180.0, help="free rotation, max |degrees|")
     ap.add_argument("--min-scale", type=float, default=0.75)
-    ap.add_argument("--max-scale", type=float, default=1.0)
     ap.add_argument("--no-colour", action="store_true", help="no colour jitter")
     ap.add_argument("--sog", action="store_true", help="Shades of Gray (p=6) at train and evaluation")
     ap.add_argument("--subset", type=int, default=0, help="train on this many of the 1800 images (0: all)")

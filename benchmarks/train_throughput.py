@@ -77,7 +77,7 @@ def _pipeline(kind: str, size: int, batch: int):
 
     from glassbox_audit.config import AugmentConfig
     from glassbox_audit.data.augment import make_augment
-    from recipe_probe import AugmentSpec, make_batch_augment
+    from recipe_probe import augment_config, make_batch_augment
 
     x, y = _arrays(size)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(IMAGES, seed=0).repeat()
@@ -87,7 +87,7 @@ def _pipeline(kind: str, size: int, batch: int):
         return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)
     if kind == "batched":  # one graph call per batch: affine warp + colour jitter
-        aug = make_batch_augment(AugmentSpec(rotate=180.0, min_scale=0.75), size)
+        aug = make_batch_augment(augment_config(180.0, 0.75), size)
         ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
     elif kind == "keras_layers":  # Keras preprocessing layers on the stacked image+mask batch
         import keras
