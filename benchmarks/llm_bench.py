@@ -299,7 +299,7 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
-def evaluate_model(db: Path, c: Catalog, qs: list, llm, min_margin: float, verbose: bool) -> dict:
+def evaluate_model(db: Path, c: Catalog, qs: list, llm, verbose: bool) -> list[dict]:
     once = _Once(llm)
     answer_question("What is the Dice of model 1?", db, once, c)  # warm-up: the shared prefix
     rows = []
@@ -316,7 +316,7 @@ def evaluate_model(db: Path, c: Catalog, qs: list, llm, min_margin: float, verbo
             print(f"  {n}/{len(qs)} [{split}] {q!r}: status {ans.status}, exact {rows[-1]['exact']}, "
                   f"LLM alone {rows[-1]['llm_exact']}, parser {rows[-1]['parser_exact']}\n      {reading.describe()}",
                   file=sys.stderr, flush=True)
-    return {"rows": rows}
+    return rows
 
 
 def summarise(rows: list[dict], min_margin: float) -> dict:
@@ -393,7 +393,7 @@ def main() -> None:
             print(f"{key}: not available ({exc})", file=sys.stderr)
             continue
         t0 = time.perf_counter()
-        rows = evaluate_model(db, c, qs, llm, cfg.min_margin, args.verbose)["rows"]
+        rows = evaluate_model(db, c, qs, llm, args.verbose)
         dev = [r for r in rows if r["split"] == "dev"]
         test = [r for r in rows if r["split"] == "test"]
         margin = choose_margin(dev)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import LlmConfig
 from ..query import ReadOnlyConnection, open_readonly, run_query
 from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
 from .intent import Intent, is_about_audit, parse_question
@@ -252,7 +253,8 @@ def _complete(intent: Intent, ex: Execution) -> bool:
 
 
 def answer_question(question: str, db_path: str | Path, llm: Any | None = None, catalog: Catalog | None = None,
-                    source: str = "ask", min_margin: float = 0.25, use_parser: bool = True) -> Answer:
+                    source: str = "ask", min_margin: float = LlmConfig.min_margin,
+                    use_parser: bool = True) -> Answer:
     """Answer ``question`` from the database at ``db_path`` (opened read-only).
 
     ``llm`` is a :class:`~.runtime.LocalLLM` (None: the parser's reading alone, status ``needs

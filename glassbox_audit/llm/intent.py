@@ -18,22 +18,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..metrics import REGISTRY, UNSUPPORTED_METRICS
-from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
+from .catalog import ASKABLE_DATASET_METRICS, METRIC_LABELS, Catalog
+from .vocabulary import ALL_MODELS, UNSUPPORTED_PREFIX, Vocabulary, normalise, vocabulary_of
 
-__all__ = ["AGGREGATES", "METRIC_SYNONYMS", "SCOPES", "Intent", "is_about_audit", "parse_question"]
+__all__ = ["AGGREGATES", "SCOPES", "Intent", "is_about_audit", "parse_question"]
 
 SCOPES = ("dataset", "batch", "image")
 AGGREGATES = ("macro", "micro", "max", "min")
-
-# Phrases naming each metric a question may ask for, from the registry; a name of the same number
-# (F1 for Dice) reads as that number.
-METRIC_SYNONYMS: dict[str, tuple[str, ...]] = {}
-for _m in REGISTRY.values():
-    if _m.name in (*ASKABLE_IMAGE_METRICS, *ASKABLE_DATASET_METRICS) or _m.same_as:
-        _key = _m.same_as or _m.name
-        METRIC_SYNONYMS[_key] = METRIC_SYNONYMS.get(_key, ()) + _m.synonyms
-del _m
 
 _AGGREGATE_WORDS = (
     ("micro", r"micro|pixel pooled|pooled|pixel level|over all pixels|all pixels together"),
@@ -92,9 +83,9 @@ class Intent:
 
 
 def _norm(text: str) -> str:
-    text = text.lower().replace("optimised", "optimized").replace("ø", "o").replace("’", "'")
-    text = re.sub(r"[_\-‐–—/]", " ", text)
-    text = re.sub(r"[^a-z0-9#.% ]", " ", text)
+    """The vocabulary's normal form, with hyphens, apostrophes and question marks as spaces and
+    one spelling of "optimized": the form the parser matches phrases in."""
+    text = re.sub(r"[_\-'?]", " ", normalise(text).replace("optimised", "optimized"))
     text = re.sub(r"\s+", " ", text).strip()
     # "the first and third models" names the first model and the third model.
     return re.sub(r"\b(\w+) (and|or) (\w+) (model|variant|network)s\b", r"\1 \4 \2 \3 \4", text)
@@ -111,8 +102,6 @@ def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str
     Known models are found by the vocabulary's phrases (name and spellings, number, ordinal,
     descriptions from the loss settings), longest first; the patterns below only catch
     references to models the run does not have ("model 7", "the speed-optimized model")."""
-    from .vocabulary import ALL_MODELS, Vocabulary, vocabulary_of
-
     found: list[tuple[int, str]] = []
     missing: list[str] = []
     blank = text
@@ -145,8 +134,6 @@ def _find_models(text: str, catalog: Catalog) -> tuple[list[str], list[str], str
 
 def _find_metrics(text: str, catalog: Catalog) -> list[str]:
     """Metrics named in ``text`` by the vocabulary's phrases (synonyms, labels, spellings), longest first."""
-    from .vocabulary import UNSUPPORTED_PREFIX, Vocabulary, vocabulary_of
-
     phrases = [(_norm(p), k) for p, k in Vocabulary.phrase_index(vocabulary_of(catalog).metrics)
                if not k.startswith(UNSUPPORTED_PREFIX)]
     phrases = sorted(dict.fromkeys(phrases), key=lambda pk: -len(pk[0]))
@@ -162,12 +149,13 @@ def _find_metrics(text: str, catalog: Catalog) -> list[str]:
     return out
 
 
-def _find_unsupported(text: str) -> tuple[str, list[str]]:
+def _find_unsupported(text: str, catalog: Catalog) -> tuple[str, list[str]]:
     """Metrics the question names that no run stores (Hausdorff distance, AUC), and the text
     with them blanked out, so "average precision" is not read as precision nor "surface Dice"
     as Dice."""
     found: list[tuple[int, str]] = []
-    phrases = sorted(((p, name) for name, ps in UNSUPPORTED_METRICS.items() for p in ps), key=lambda p: -len(p[0]))
+    phrases = sorted({(_norm(p), k[len(UNSUPPORTED_PREFIX):]) for p, k in Vocabulary.phrase_index(
+        vocabulary_of(catalog).metrics) if k.startswith(UNSUPPORTED_PREFIX)}, key=lambda p: (-len(p[0]), p))
     for phrase, name in phrases:
         for m in re.finditer(rf"\b{re.escape(phrase)}\b", text):
             found.append((m.start(), name))
@@ -201,7 +189,7 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
         elif re.search(_RANKED.format(unit="image"), rest):
             scope = "image"
 
-    rest, unsupported = _find_unsupported(rest)
+    rest, unsupported = _find_unsupported(rest, catalog)
     missing += [f"metric {name} (not computed by this audit)" for name in unsupported]
     metrics = _find_metrics(rest, catalog)
     unknown_metrics = [m for m in metrics if m not in catalog.metrics] + unsupported
@@ -234,13 +222,11 @@ _AUDIT_WORDS = re.compile(r"\b(?:models?|variants?|networks?|batch(?:es)?|images
 def is_about_audit(question: str, catalog: Catalog) -> bool:
     """Whether ``question`` names anything an audit holds (a model, a metric, even one no run
     stores, a batch, an image, a ranking) or talks about models and results at all."""
-    from .vocabulary import normalise, vocabulary_of
-
-    text = normalise(question)
+    text = _norm(question)
     if _AUDIT_WORDS.search(text):
         return True
     vocab = vocabulary_of(catalog)
     phrases = [p for choices in (vocab.models, vocab.metrics) for ps in choices.values() for p in ps]
-    if any(re.search(rf"(?<![a-z0-9]){re.escape(p)}(?![a-z0-9])", text) for p in phrases):
+    if any(re.search(_phrase_pattern(p), text) for p in phrases):
         return True
-    return any(catalog.image(w) for w in re.findall(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]", text))
+    return any(catalog.image(w) for w in re.findall(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]", normalise(question)))

@@ -182,7 +182,7 @@ class Scorer:
 
     # Sequences 0 and 1 hold prompts (the question; a content-free question to calibrate
     # against); candidates are scored as sequences 2, 3, ... that share one of them.
-    FIRST_CANDIDATE = 2  # reset_prefixes sets it: after the prompts and a content-free copy of each
+    FIRST_CANDIDATE = 2
 
     @property
     def n_past(self) -> int:
@@ -202,9 +202,12 @@ class Scorer:
 
     def reset(self, tokens: Sequence[int]) -> None:
         """Sequence 0 := ``tokens`` (evaluated), everything else cleared."""
+        self._clear()
+        self.extend(tokens)
+
+    def _clear(self) -> None:
         self._C.llama_memory_clear(self._mem, True)
         self._seqs = {0: _Seq(self._seqs[0].logprobs)}
-        self.extend(tokens)
 
     def fork(self, src: int, dst: int) -> None:
         """Sequence ``dst`` := sequence ``src`` (shared cache cells, nothing evaluated)."""
@@ -362,62 +365,49 @@ class Scorer:
     def reset_prefix(self, tokens: Sequence[int], cache_dir: str | Path | None) -> None:
         """``reset(tokens)``, loading the evaluated prefix from ``cache_dir`` when a state for
         exactly this model and these tokens was saved there, else evaluating and saving it."""
-        self.reset_prefixes([tokens], cache_dir)
+        tokens = list(tokens)
+        path = Path(cache_dir) / f"{self._state_key(tokens)}.llstate" if cache_dir else None
+        self._clear()
+        if path is not None and path.is_file() and self._load(path, tokens):
+            self.prefix_source = "cache"
+            return
+        self.extend(tokens)
+        self.prefix_source = "computed"
+        if path is not None:
+            self._save(path, tokens)
 
-    def reset_prefixes(self, prompts: Sequence[Sequence[int]], cache_dir: str | Path | None) -> None:
-        """Sequence ``i`` := ``prompts[i]`` for each i, everything else cleared; each loaded from
-        ``cache_dir`` when saved there for exactly this model and these tokens, else evaluated
-        (and saved). Candidates are scored as sequences after the prompts (and as many more,
-        which callers may use for content-free prompts)."""
-        self._C.llama_memory_clear(self._mem, True)
-        self._seqs = {}
-        self.FIRST_CANDIDATE = 2 * len(prompts)
-        sources = []
-        for seq, tokens in enumerate(prompts):
-            tokens = list(tokens)
-            self._seqs[seq] = _Seq(np.zeros(self.n_vocab, dtype=np.float32))
-            path = Path(cache_dir) / f"{self._state_key(tokens)}.llstate" if cache_dir else None
-            if path is not None and path.is_file() and self._load(path, tokens, seq):
-                sources.append("cache")
-                continue
-            self.extend(tokens, seq)
-            sources.append("computed")
-            if path is not None:
-                self._save(path, tokens, seq)
-        self.prefix_source = "cache" if all(x == "cache" for x in sources) else "computed"
-
-    def _load(self, path: Path, tokens: list[int], seq: int = 0) -> bool:
+    def _load(self, path: Path, tokens: list[int]) -> bool:
         C = self._C
         cap = len(tokens) + 1
         out = (C.llama_token * cap)()
         n_out = ctypes.c_size_t(0)
         try:
-            ok = C.llama_state_seq_load_file(self._ctx, str(path).encode(), seq, out, cap, ctypes.byref(n_out))
+            ok = C.llama_state_seq_load_file(self._ctx, str(path).encode(), 0, out, cap, ctypes.byref(n_out))
         except Exception as exc:  # noqa: BLE001 - any failure means: evaluate instead
             log.warning("llm: prefix state %s unreadable (%s); evaluating the prefix", path, exc)
             ok = 0
         # The state holds every prefix token but the last (evaluated here for its logits).
         if not ok or list(out[:n_out.value]) != tokens[:-1]:
             log.info("llm: prefix state %s does not match this model and prompt; not used", path.name)
-            self._C.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            self._C.llama_memory_seq_rm(self._mem, 0, -1, -1)
             return False
-        self._seqs[seq] = _Seq(np.zeros(self.n_vocab, dtype=np.float32), len(tokens) - 1, tokens[:-1])
-        self.extend(tokens[-1:], seq)
+        self._seqs[0] = _Seq(self._seqs[0].logprobs, len(tokens) - 1, tokens[:-1])
+        self.extend(tokens[-1:])
         return True
 
-    def _save(self, path: Path, tokens: list[int], seq: int = 0) -> None:
+    def _save(self, path: Path, tokens: list[int]) -> None:
         C = self._C
-        self.rollback(Mark(len(tokens) - 1, self._seqs[seq].logprobs, seq))
+        self.rollback(Mark(len(tokens) - 1, self.logprobs))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
             os.close(fd)
             arr = (C.llama_token * (len(tokens) - 1))(*tokens[:-1])
-            if C.llama_state_seq_save_file(self._ctx, tmp.encode(), seq, arr, len(tokens) - 1):
+            if C.llama_state_seq_save_file(self._ctx, tmp.encode(), 0, arr, len(tokens) - 1):
                 os.replace(tmp, path)  # readers see a whole file or none
             else:
                 os.unlink(tmp)
         except OSError as exc:
             log.warning("llm: prefix state not saved to %s (%s)", path, exc)
         finally:
-            self.extend(tokens[-1:], seq)
+            self.extend(tokens[-1:])
