@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AuditConfig, LossConfig
+from ..config import AuditConfig, LossConfig, TrainConfig
 from ..data import Dataset, load_arrays
 from ..errors import ModelError
 from .registry import StoredModel, find_model, latest_by_name, load_model, model_key, save_model
@@ -52,25 +52,27 @@ def _datasets(x: np.ndarray, y: np.ndarray, batch: int, augment, seed: int, trai
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def learning_rate_schedule(train_cfg: Any, lr: float, epochs: int, steps: int, schedule: str):
+def learning_rate_schedule(train_cfg: TrainConfig | None, lr: float, epochs: int, steps: int, schedule: str):
     """The learning rate per step: ``lr`` (plateau: halved by a callback), or cosine decay to
     ``final_lr_fraction`` of it after ``warmup_epochs`` of linear warm-up from ``lr / 100``.
-    ``train_cfg`` None: cosine to 1/20, no warm-up (the schedule before these settings)."""
+    ``train_cfg`` None: the defaults (cosine to 1/20, no warm-up: the schedule before these settings)."""
     import keras
 
     if schedule != "cosine":
         return lr
-    warm = int(round((getattr(train_cfg, "warmup_epochs", 0.0) or 0.0) * steps))
+    t = train_cfg or TrainConfig()
+    warm = int(round(t.warmup_epochs * steps))
     return keras.optimizers.schedules.CosineDecay(
         lr / 100 if warm else lr, decay_steps=max(1, epochs * steps - warm),
-        alpha=getattr(train_cfg, "final_lr_fraction", 0.05), warmup_target=lr if warm else None, warmup_steps=warm)
+        alpha=t.final_lr_fraction, warmup_target=lr if warm else None, warmup_steps=warm)
 
 
-def _optimizer(train_cfg: Any, rate: Any):
+def _optimizer(train_cfg: TrainConfig | None, rate: Any):
     import keras
 
-    if getattr(train_cfg, "optimizer", "adam") == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=train_cfg.weight_decay)
+    t = train_cfg or TrainConfig()
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=t.weight_decay)
     return keras.optimizers.Adam(rate)
 
 
@@ -100,7 +102,7 @@ class _LogEpochs:
 def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,
         batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str,
         schedule: str = "plateau", epoch_log: Path | None = None,
-        extra_callbacks: list | None = None, train_cfg: Any = None,
+        extra_callbacks: list | None = None, train_cfg: TrainConfig | None = None,
         batched_augment: bool = False) -> dict[str, list[float]]:
     """Train ``model`` in place with early stopping on validation Dice; return the history
     of the epochs this call ran (after a resume, the remaining ones).
@@ -179,7 +181,7 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
     }
 
 
-def _finetune_settings(train_cfg: Any) -> Any:
+def _finetune_settings(train_cfg: TrainConfig) -> TrainConfig:
     """A fine-tune starts from trained weights: the same optimizer, no warm-up."""
     return dataclasses.replace(train_cfg, warmup_epochs=0.0)
 
