@@ -442,6 +442,35 @@ def review(audit, version, audits_dir, reviewer, decision, note, flags, no_pdf):
 
 
 @cli.command()
+@click.option("--audits-dir", default="audits", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback exposes the audits to the network.")
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--xai-cache", default=None, help="Explanation cache folder (default: each version's xai.cache_dir).")
+@click.option("--no-pdf", is_flag=True, help="Reviews recorded from the page render HTML only.")
+@handle_errors
+def serve(audits_dir, host, port, xai_cache, no_pdf):
+    """The review workstation: browse audits image by image, flag, annotate and sign off in a
+    browser at http://HOST:PORT/. A submitted review lands as a new version, as with `review`."""
+    import ipaddress
+
+    import uvicorn
+
+    from .serve import create_app
+
+    app = create_app(Path(audits_dir), xai_cache, pdf=not no_pdf)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("serve: listening on %s, not loopback: anyone who can reach this machine can read and review "
+                    "these audits", host)
+    click.echo(f"review workstation for {Path(audits_dir).resolve()} at http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @handle_errors
 def verify(path):

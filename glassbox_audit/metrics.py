@@ -50,6 +50,7 @@ __all__ = [
     "aggregate",
     "bootstrap_intervals",
     "confusion_counts",
+    "error_shares",
     "image_mean",
     "label",
     "metrics_from_counts",
@@ -203,6 +204,17 @@ def metrics_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def error_shares(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """False-positive and false-negative pixels as shares of all pixels, from counts ``[..., 4]``.
+
+    With the Dice, they say where an image's errors are: over-segmentation (FP) or missed lesion
+    (FN). An image (or a pool of images) without pixels has no errors: 0.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    total = c.sum(axis=-1)
+    return {"fp_share": _ratio(c[..., 1], total, 0.0), "fn_share": _ratio(c[..., 2], total, 0.0)}
+
+
 def per_image_scores(counts: np.ndarray, jaccard_threshold: float = 0.65) -> dict[str, np.ndarray]:
     """Every column of :data:`IMAGE_COLUMNS` for per-image counts ``(N, 4)``."""
     scores = metrics_from_counts(counts)
@@ -237,13 +249,13 @@ def aggregate(counts: np.ndarray, jaccard_threshold: float = 0.65) -> dict[str, 
     counts = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
     per_image = metrics_from_counts(counts)
     pooled = metrics_from_counts(counts.sum(axis=0))
-    total = counts.sum()
     has_lesion = (counts[:, 0] + counts[:, 2]) > 0
     n = len(counts)
+    shares = error_shares(counts.sum(axis=0))
     dataset = {
         "thresholded_jaccard": thresholded_jaccard(per_image["iou"], jaccard_threshold),
-        "fp_share": float(counts[:, 1].sum() / total) if total else 0.0,
-        "fn_share": float(counts[:, 2].sum() / total) if total else 0.0,
+        "fp_share": float(shares["fp_share"]),
+        "fn_share": float(shares["fn_share"]),
         "lesion_detection_rate": float(np.mean(counts[has_lesion, 0] > 0)) if has_lesion.any() else float("nan"),
         "jaccard_failures": float(np.count_nonzero(per_image["iou"] < jaccard_threshold)),
         "n_images": float(n),

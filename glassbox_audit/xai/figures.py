@@ -37,8 +37,8 @@ from glassbox_audit.report.kit import LINESTYLES, MODEL_COLOURS, new_figure, sav
 
 from .checks import READING, PerturbationCurves, RandomisationResult
 
-__all__ = ["CMAPS", "TITLES", "display_values", "greyscale", "params_line", "render_xai_figures", "save_curves_figure",
-           "save_map_grid", "save_randomisation_figure"]
+__all__ = ["CMAPS", "SCALE_NOTES", "TITLES", "display_values", "greyscale", "heat_overlay", "params_line",
+           "render_xai_figures", "save_curves_figure", "save_map_grid", "save_randomisation_figure", "scale_kind"]
 
 TITLES: dict[str, str] = {
     "saliency": "Saliency (vanilla gradient)",
@@ -55,7 +55,7 @@ _UNIT_FAMILIES = ("gradcam", "layer_gradcam", "superpixel", "attention")
 _LAYERED = ("layer_gradcam", "attention")
 CMAPS = {"unit": "inferno", "relative": "inferno", "signed": "RdBu_r"}
 _BAR_LABEL = {"unit": "value", "relative": "\u00f7 p99", "signed": "\u00f7 p99"}
-_SCALE_NOTE = {
+SCALE_NOTES = {
     "unit": "Colour: the map's own values on a fixed 0..1 scale.",
     "relative": "Colour: each map divided by its own 99th percentile and clipped to 0..1 (no common unit).",
     "signed": "Colour: each map divided by the 99th percentile of its magnitude, clipped to -1..1; "
@@ -65,7 +65,8 @@ _PT = 7
 _LINE = 0.13  # inches per caption line at 7 pt
 
 
-def _scale_kind(key: str, maps: Sequence[np.ndarray]) -> str:
+def scale_kind(key: str, maps: Sequence[np.ndarray]) -> str:
+    """The colour scale maps of ``key`` are shown on: ``unit``, ``relative`` or ``signed``."""
     if key.split("/", 1)[0] in _UNIT_FAMILIES:
         return "unit"
     return "signed" if any(float(np.min(m)) < 0 for m in maps) else "relative"
@@ -79,6 +80,17 @@ def display_values(m: np.ndarray, kind: str) -> np.ndarray:
     ref = float(np.percentile(np.abs(m), 99)) if m.size else 0.0
     ref = ref if ref > 0 else float(np.abs(m).max()) or 1.0
     return np.clip(m / ref, -1 if kind == "signed" else 0, 1)
+
+
+def heat_overlay(rgb: np.ndarray, m: np.ndarray, kind: str, alpha: float = 0.55) -> np.ndarray:
+    """One map on its colour scale over the grey image, resized to the image: uint8 HxWx3."""
+    h, w = rgb.shape[:2]
+    lo = -1.0 if kind == "signed" else 0.0
+    heat = cv2.resize(display_values(m, kind), (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = layout.colour_map(heat, CMAPS[kind], lo, 1.0)[..., :3].astype(np.float32)
+    grey = greyscale(rgb).astype(np.float32)
+    # The heatmap at ``alpha`` over the grey image, as imshow would composite it.
+    return np.rint((1 - alpha) * grey + alpha * colour).astype(np.uint8)
 
 
 def greyscale(rgb: np.ndarray) -> np.ndarray:
@@ -131,11 +143,11 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
         raise ValueError(f"scale must be positive, got {scale}")
     if n == 0:
         return layout.empty_figure(path, "no images in this batch", dpi)
-    kind = kind or _scale_kind(key, [m for v in columns.values() for m in v])
+    kind = kind or scale_kind(key, [m for v in columns.values() for m in v])
     labels = ["Image", *columns]
     bar = layout.CBAR_GAP + layout.CBAR_WIDTH + layout.CBAR_LABELS
     aspect = layout.cell_aspect(images)
-    caption = f"{caption}\n{_SCALE_NOTE[kind]}" if caption else _SCALE_NOTE[kind]
+    caption = f"{caption}\n{SCALE_NOTES[kind]}" if caption else SCALE_NOTES[kind]
     # The caption's line count sets the figure height, which can shrink the cells (one
     # page tall) and so the width it wraps to: plan until the two agree.
     lines: list[str] = []
@@ -160,15 +172,10 @@ def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mappi
         # Composited at the cell's own size: the same picture as at native size, without the
         # native-resolution float work per map (megapixels for full-size dermoscopy images).
         rgb = mosaic.fit(layout.as_rgb(images[row]))
-        h, w = rgb.shape[:2]
         layout.row_label(fig, grid, row, image_ids[row])
         mosaic.put(row, 0, rgb)
-        grey = greyscale(rgb).astype(np.float32)
         for col, maps in enumerate(columns.values(), start=1):
-            heat = cv2.resize(display_values(maps[row], kind), (w, h), interpolation=cv2.INTER_LINEAR)
-            colour = layout.colour_map(heat, CMAPS[kind], lo, 1.0)[..., :3].astype(np.float32)
-            # The heatmap at ``alpha`` over the grey image, as imshow would composite it.
-            mosaic.put(row, col, np.rint((1 - alpha) * grey + alpha * colour).astype(np.uint8))
+            mosaic.put(row, col, heat_overlay(rgb, maps[row], kind, alpha))
     mosaic.draw(fig)
     if columns:
         layout.colour_bar(fig, grid, len(labels) - 1, CMAPS[kind], lo, 1.0)
