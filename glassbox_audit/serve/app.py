@@ -43,7 +43,6 @@ from ..metrics import REGISTRY
 from ..report.overlays import ERROR_COLOURS, ERROR_LABELS, GROUND_TRUTH_COLOUR
 from ..report.render import default_templates, environment
 from ..review import DECISIONS, review_version
-from ..store import DATABASE
 from .drafts import DRAFTS, FLAG_LABELS, Drafts, flag_text, split_flags
 from .library import SORT_COLUMNS, Library, NotFound
 from .pictures import Unavailable, VersionPictures, png_bytes
@@ -131,11 +130,15 @@ def _view_args(request: Request, table) -> dict:
     batch = q.get("batch", "")
     if batch and not batch.isdigit():
         raise NotFound(f"batch {batch!r} is not a number")
-    return {"sort": sort, "descending": descending, "only": only, "batch": int(batch) if batch else None}
+    per = q.get("per", "")
+    return {"sort": sort, "descending": descending, "only": only, "batch": int(batch) if batch else None,
+            "per": int(per) if per.isdigit() else None}
 
 
 def _query(args: dict, **extra) -> str:
     params = {"sort": args["sort"], "desc": "1" if args["descending"] else "0"}
+    if args.get("per"):
+        params["per"] = str(args["per"])
     if args["only"]:
         params["only"] = args["only"]
     if args["batch"] is not None:
@@ -169,9 +172,8 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
         table = ws.library.table(audit, version)
         args = _view_args(request, table)
         flagged = ws.drafts.flagged(audit, version)
-        order = table.order(flagged=flagged, **args)
-        page = table.page(order, int(request.query_params.get("page", "1") or 1)
-                          if request.query_params.get("page", "1").isdigit() else 1, PER_PAGE, flagged)
+        order = _order(table, args, flagged)
+        page = table.page(order, _int(request.query_params.get("page"), 1), args["per"] or PER_PAGE, flagged)
         return ws.page(request, "version.html.j2", status=status, audit=audit, entry=entry,
                        summary=ws.library.summary(audit, version), table=table, page=page, args=args,
                        query=lambda **kw: _query(args, **kw), drafts=ws.drafts.version(audit, version),
@@ -185,7 +187,7 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
         table = ws.library.table(audit, version)
         args = _view_args(request, table)
         flagged = ws.drafts.flagged(audit, version)
-        prev, nxt, position = table.neighbours(table.order(flagged=flagged, **args), image_id)
+        prev, nxt, position = table.neighbours(_order(table, args, flagged), image_id)
         problem, view = "", None
         try:
             view = ws.pictures(folder).image(image_id, record["batch_index"], _stored_counts(record))
@@ -196,7 +198,7 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
         chosen, comment = split_flags(drafts)
         return ws.page(request, "image.html.j2", audit=audit, version=version, image_id=image_id, record=record,
                        variants=pics.variants, view=view, problem=problem, prev=prev, next=nxt, position=position,
-                       total=len(table.order(flagged=flagged, **args)), query=_query(args), args=args,
+                       total=len(_order(table, args, flagged)), query=_query(args), args=args,
                        drafts=drafts, chosen=chosen, comment=comment,
                        methods=_methods(pics), has_seal=ws.library.has_seal(audit, version))
 
@@ -294,7 +296,7 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
 
         folder = ws.library.version_dir(request.path_params["audit"], request.path_params["version"])
         target = (folder / request.path_params["path"]).resolve()
-        if not target.is_relative_to(folder) or not target.is_file() or target.name == DATABASE:
+        if not target.is_relative_to(folder) or not target.is_file():
             raise HTTPException(404, "no such file in this version")
         return FileResponse(target)
 
@@ -329,6 +331,14 @@ def _parse_back(back: str) -> dict:
 
     allowed = {"sort", "desc", "only", "batch"}
     return {k: v for k, v in parse_qsl(back.lstrip("?")) if k in allowed}
+
+
+def _order(table, args: dict, flagged: frozenset[str]) -> np.ndarray:
+    return table.order(args["sort"], args["descending"], args["only"], args["batch"], flagged)
+
+
+def _int(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() else default
 
 
 def _stored_counts(record: dict) -> dict[str, tuple[int, int, int, int]]:

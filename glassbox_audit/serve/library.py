@@ -47,7 +47,7 @@ class VersionEntry:
 
     @property
     def is_review(self) -> bool:
-        return self.run_version != self.name
+        return bool(self.run_version) and self.run_version != self.name
 
 
 @dataclass
@@ -101,14 +101,21 @@ class Library:
             raise NotFound(f"no audit {audit!r}")
         return path
 
-    def version_dir(self, audit: str, version: str) -> Path:
-        """A sealed version's folder; NotFound for anything else (a build, a name outside)."""
+    def _sealed_dir(self, audit: str, version: str) -> Path:
         if not _VERSION_NAME.match(version or ""):
             raise NotFound(f"no version {version!r}")
         audit_dir = self.audit_dir(audit)
         path = (audit_dir / version).resolve()
-        if path.parent != audit_dir or not (path / MANIFEST).is_file() or not (path / DATABASE).is_file():
+        if path.parent != audit_dir or not (path / MANIFEST).is_file():
             raise NotFound(f"no sealed version {audit}/{version}")
+        return path
+
+    def version_dir(self, audit: str, version: str) -> Path:
+        """A sealed version's folder with its database; NotFound for anything else (a build
+        in progress, a name outside the audits folder)."""
+        path = self._sealed_dir(audit, version)
+        if not (path / DATABASE).is_file():
+            raise NotFound(f"{audit}/{version} has no database to browse")
         return path
 
     # --- listings ----------------------------------------------------------------------------
@@ -140,12 +147,14 @@ class Library:
         return entry
 
     def version(self, audit: str, version: str) -> VersionEntry:
-        path = self.version_dir(audit, version)
+        path = self._sealed_dir(audit, version)
         status, problems = _status(self.verify(path))
         try:
             created = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("created", "")
         except (OSError, ValueError):
             created = ""
+        if not (path / DATABASE).is_file():  # listed (it is sealed) but there is nothing to browse
+            return VersionEntry(version, path, status, problems or [f"removed: {DATABASE}"], "", created, [], [], [])
         with AuditStore(path / DATABASE, readonly=True) as store:
             run = store.run()
             metrics, changes = store.comparison(run["id"])
