@@ -85,6 +85,17 @@ def two_runs(tmp_path_factory):
             "second_log": second_log, "cfg": cfg, "tmp": tmp}
 
 
+@pytest.fixture(scope="session")
+def serve_audit(tmp_path_factory):
+    """One tiny audit version for the review workstation's tests (HTML only: they add reviews)."""
+    from glassbox_audit import load_config, run_audit
+
+    tmp = tmp_path_factory.mktemp("serve")
+    cfg = load_config(overrides=tiny_overrides(tmp) + ["name=tiny", "report.pdf=false"])
+    result = run_audit(cfg)
+    return {"tmp": tmp, "audits": tmp / "audits", "v1": result.path, "cfg": cfg}
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     from glassbox_audit.config import load_config

@@ -10,19 +10,14 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import HOSTILE, flip_bit, tiny_overrides, tree_hashes
+from conftest import HOSTILE, flip_bit, tree_hashes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def audit(tmp_path_factory):
-    from glassbox_audit import load_config, run_audit
-
-    tmp = tmp_path_factory.mktemp("serve")
-    cfg = load_config(overrides=tiny_overrides(tmp) + ["name=tiny", "report.pdf=false"])
-    result = run_audit(cfg)
-    return {"tmp": tmp, "audits": tmp / "audits", "v1": result.path, "cfg": cfg}
+def audit(serve_audit):
+    return serve_audit
 
 
 @pytest.fixture

@@ -198,7 +198,8 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
         chosen, comment = split_flags(drafts)
         return ws.page(request, "image.html.j2", audit=audit, version=version, image_id=image_id, record=record,
                        variants=pics.variants, view=view, problem=problem, prev=prev, next=nxt, position=position,
-                       total=len(_order(table, args, flagged)), query=_query(args), args=args,
+                       total=len(_order(table, args, flagged)), query=_query(args),
+                       sort_label=_sort_label(args, table.variants),
                        drafts=drafts, chosen=chosen, comment=comment,
                        methods=_methods(pics), has_seal=ws.library.has_seal(audit, version))
 
@@ -331,6 +332,12 @@ def _parse_back(back: str) -> dict:
 
     allowed = {"sort", "desc", "only", "batch"}
     return {k: v for k, v in parse_qsl(back.lstrip("?")) if k in allowed}
+
+
+def _sort_label(args: dict, variants: list[str]) -> str:
+    column, _, k = args["sort"].partition(":")
+    text = {"image": "image id", "batch": "batch"}.get(column) or f"{variants[int(k)]} {COLUMN_LABELS[column]}"
+    return text + (", descending" if args["descending"] else "")
 
 
 def _order(table, args: dict, flagged: frozenset[str]) -> np.ndarray:
