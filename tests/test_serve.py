@@ -271,3 +271,21 @@ def test_a_version_being_built_is_not_shown_until_sealed(client, audit):
         assert client.get(f"/audits/tiny/{build.path.name}").status_code == 404
     assert build.name in client.get("/").text
     shutil.rmtree(build.final)  # the other tests share this audit folder
+
+
+def test_the_audit_page_shows_each_versions_change_log_against_the_previous(two_runs, tmp_path):
+    from starlette.testclient import TestClient
+
+    from glassbox_audit.serve import create_app
+
+    audits = tmp_path / "audits"
+    shutil.copytree(two_runs["tmp"] / "audits", audits)
+    con = sqlite3.connect(two_runs["second"].database)
+    deltas = con.execute("select model, metric, delta from comparisons").fetchall()
+    con.close()
+    assert deltas
+    with TestClient(create_app(audits, str(tmp_path / "cache"), pdf=False)) as c:
+        page = c.get("/audits/tiny").text
+    table = page.split('class="deltas"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr><td>") == len(deltas)
+    assert f"<td>{deltas[0][0]}</td><td>{deltas[0][1]}</td>" in table

@@ -43,7 +43,11 @@ class VersionEntry:
     created: str
     decisions: list[dict]  # reviews recorded in this version's database
     changes: list[dict]  # what changed against the previous measurement (comparison_changes)
-    regressions: list[dict]  # metric deltas the run judged regressions
+    deltas: list[dict]  # metric deltas against the previous measurement (paired bootstrap), per model
+
+    @property
+    def regressions(self) -> list[dict]:
+        return [d for d in self.deltas if d.get("regression")]
 
     @property
     def is_review(self) -> bool:
@@ -160,7 +164,7 @@ class Library:
             metrics, changes = store.comparison(run["id"])
             decisions = store.reviews()
         return VersionEntry(version, path, status, problems, f"v{run['version']:03d}", created,
-                            decisions, changes, [m for m in metrics if m.get("regression")])
+                            decisions, changes, metrics)
 
     def has_seal(self, audit: str, version: str) -> bool:
         return (self.version_dir(audit, version) / SEAL).is_file()
