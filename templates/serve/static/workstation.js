@@ -60,16 +60,19 @@
         fig.appendChild(text("figcaption", m.title + " (" + m.scale + " scale). " + m.params));
         block.appendChild(fig);
       }
+      const side = document.createElement("div");
+      side.className = "checks";
       if (data.checks.length) {
+        side.appendChild(text("p", "Faithfulness on this image: a map that points at what the model uses has a lower " +
+                                   "deletion AUC and a higher insertion AUC than the random reference."));
         const list = document.createElement("ul");
-        list.className = "checks";
         for (const c of data.checks) {
-          list.appendChild(text("li", c.check + " AUC of " + c.method + " on this image: " + c.auc.toFixed(3)));
+          list.appendChild(text("li", c.check + " AUC, " + c.method + ": " + c.auc.toFixed(3)));
         }
-        block.appendChild(text("p", "Faithfulness (lower deletion AUC and higher insertion AUC than the random reference is better):"));
-        block.appendChild(list);
+        side.appendChild(list);
       }
-      for (const n of data.notes) block.appendChild(text("p", n, "note"));
+      for (const n of data.notes) side.appendChild(text("p", n, "note"));
+      block.appendChild(side);
       result.prepend(block);
       status.textContent = (data.cached ? "read from the explanation cache" : "computed") + " in " + data.seconds + " s";
     } catch (err) {
