@@ -43,6 +43,7 @@ __all__ = [
     "IMAGE_METRICS",
     "METRIC_RULES_VERSION",
     "REGISTRY",
+    "REVIEW_METRICS",
     "UNDEFINED_RULES",
     "UNSUPPORTED_METRICS",
     "WATCHED_METRICS",
@@ -79,15 +80,17 @@ class Metric:
     accept_at: float | None = None  # default acceptance criterion: at least this (report.acceptance)
     headline: bool = False  # one of the few figures a one-line summary shows (fleet table, CLI)
     undefined_when: str = ""  # the per-image case without a denominator, if any
+    reviewed: bool = False  # a column of the review workstation's image table (per image, per variant)
+    short: str = ""  # a table header where the label is too long
 
 
 _ENTRIES = (
     Metric("dice", "Dice", "Dice", "image", True,
            ("dice coefficient", "dice score", "dice", "dsc", "sorensen"), compared=True, watched=True,
-           accept_at=0.85, headline=True),
+           accept_at=0.85, headline=True, reviewed=True),
     Metric("iou", "IoU (Jaccard)", "IoU", "image", True,
            ("intersection over union", "jaccard index", "jaccard", "iou"), compared=True, watched=True,
-           headline=True),
+           headline=True, reviewed=True, short="IoU"),
     Metric("precision", "Precision", "precision", "image", True,
            ("positive predictive value", "precision", "ppv", "how precise"), compared=True,
            undefined_when="nothing predicted (TP + FP = 0)"),
@@ -106,9 +109,11 @@ _ENTRIES = (
     Metric("lesion_detection_rate", "Lesion detection rate", "lesion detection rate", "dataset", True,
            ("lesion detection rate", "detection rate", "lesions detected")),
     Metric("fp_share", "False-positive share of pixels", "false-positive share of pixels", "dataset", False,
-           ("false positive share", "share of false positives", "false positive pixels")),
+           ("false positive share", "share of false positives", "false positive pixels"), reviewed=True,
+           short="FP share"),
     Metric("fn_share", "False-negative share of pixels", "false-negative share of pixels", "dataset", False,
-           ("false negative share", "share of false negatives", "false negative pixels")),
+           ("false negative share", "share of false negatives", "false negative pixels"), reviewed=True,
+           short="FN share"),
     Metric("jaccard_failures", "Images with Jaccard < threshold", "Jaccard failures (images)", "dataset", False,
            ("jaccard failures", "failed images", "failures", "failed the jaccard threshold",
             "below the jaccard threshold", "images failed")),
@@ -132,6 +137,8 @@ ACCEPTANCE_METRICS = tuple(m.name for m in _ENTRIES if m.higher_is_better is not
 UNDEFINED_RULES = {m.name: m.undefined_when for m in _ENTRIES if m.undefined_when}
 WATCHED_METRICS = tuple(m.name for m in _ENTRIES if m.watched)
 HEADLINE_METRICS = tuple(m.name for m in _ENTRIES if m.headline)
+# The review workstation's image table: per image, stored (Dice, IoU) or from the counts (error_shares).
+REVIEW_METRICS = tuple(m.name for m in _ENTRIES if m.reviewed)
 DEFAULT_ACCEPTANCE = tuple(f"{m.name} >= {m.accept_at}" for m in _ENTRIES if m.accept_at is not None)
 
 # Metrics people ask about that no run stores: a question naming one is "not found", never

@@ -167,3 +167,29 @@ def test_pdf_renderer_reports_its_own_peak_memory_not_its_parents(tmp_path):
     assert float(ballast[-1]) == 1.0
     assert 20 < stats["peak_mb"] < 600
     assert len(pypdf.PdfReader(tmp_path / "small.pdf").pages) == 1
+
+
+def test_pdf_embeds_photographic_figures_as_jpeg_and_charts_as_png(two_runs):
+    """Images under overlays and heat maps go in as JPEG (most of a dossier's bytes), each one
+    real JPEG data that decodes to the figure's size; charts stay lossless PNG (Flate)."""
+    import io
+
+    from PIL import Image
+
+    from glassbox_audit.report.render import PHOTOGRAPHIC_KINDS
+    from glassbox_audit.store import AuditStore
+
+    with AuditStore(two_runs["first"].database, readonly=True) as store:
+        arts = store.artifacts(store.run()["id"])
+    sizes = {Image.open(two_runs["first"].path / a["path"]).size for a in arts if a["kind"] in PHOTOGRAPHIC_KINDS}
+    charts = {Image.open(two_runs["first"].path / a["path"]).size for a in arts if a["kind"] == "chart"}
+    found = {"/DCTDecode": set(), "/FlateDecode": set()}
+    for page in pypdf.PdfReader(two_runs["first"].pdf).pages:
+        for obj in (page["/Resources"].get("/XObject") or {}).values():
+            o = obj.get_object()
+            size = (int(o["/Width"]), int(o["/Height"]))
+            found[str(o["/Filter"])].add(size)
+            if o["/Filter"] == "/DCTDecode":
+                assert o._data[:2] == b"\xff\xd8" and Image.open(io.BytesIO(o._data)).size == size
+    assert sizes and found["/DCTDecode"] == sizes
+    assert charts <= found["/FlateDecode"]

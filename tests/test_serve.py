@@ -289,3 +289,14 @@ def test_the_audit_page_shows_each_versions_change_log_against_the_previous(two_
     table = page.split('class="deltas"', 1)[1].split("</table>", 1)[0]
     assert table.count("<tr><td>") == len(deltas)
     assert f"<td>{deltas[0][0]}</td><td>{deltas[0][1]}</td>" in table
+
+
+def test_serve_without_an_audits_folder_fails_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from glassbox_audit.cli import cli
+
+    out = CliRunner().invoke(cli, ["serve", "--audits-dir", str(tmp_path / "nowhere")], obj={})
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: no audits folder here (run an audit "
+                                               "first, or pass --audits-dir)"]

@@ -18,7 +18,8 @@ import jinja2
 from ..store import DATABASE, AuditStore
 from .context import REPORT_KINDS, RenderedFile, build_context
 
-__all__ = ["default_templates", "environment", "render_dossier", "rerender", "run_templates", "write_pdf"]
+__all__ = ["JPEG_QUALITY", "PHOTOGRAPHIC_KINDS", "default_templates", "environment", "jpeg_bytes", "render_dossier",
+           "rerender", "run_templates", "write_pdf"]
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,72 @@ def _peak_memory_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
-def _pdf_child(html_path: str, pdf_path: str) -> dict[str, float]:
+# Figures drawn from pixels (images under overlays, heat maps) go into the PDF as JPEG: lossless
+# PNG of photographic content is most of a dossier's bytes, and at print size a quality-90 JPEG
+# is indistinguishable from it. Charts (lines, bars, text on flat colour) stay PNG, where JPEG
+# would blur their edges and cost more bytes. The version's own files stay PNG.
+PHOTOGRAPHIC_KINDS = ("overlay", "probability", "failure_gallery", "xai", "xai_layers")
+JPEG_QUALITY = 90
+
+
+def jpeg_bytes(path: Path, quality: int = JPEG_QUALITY) -> bytes:
+    """A figure file re-encoded as baseline JPEG (alpha flattened on white)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            flat = Image.new("RGB", im.size, (255, 255, 255))
+            flat.paste(im, mask=im.getchannel("A"))
+            im = flat
+        elif im.mode != "RGB":
+            im = im.convert("RGB")
+        out = io.BytesIO()
+        im.save(out, format="JPEG", quality=quality, optimize=True, subsampling=0)
+        return out.getvalue()
+
+
+def _fetcher(folder: Path, photographic: frozenset[str], quality: int):
+    """WeasyPrint's fetcher, serving the photographic figures of ``folder`` as JPEG, and
+    nothing from the network (the dossier references local files only)."""
+    from urllib.request import url2pathname
+
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+    class Fetcher(URLFetcher):
+        def fetch(self, url, headers=None):
+            if url.startswith("file:"):
+                path = Path(url2pathname(url.split("?")[0].removeprefix("file:"))).resolve()
+                if path.is_relative_to(folder) and path.relative_to(folder).as_posix() in photographic:
+                    # Not a file: URL, or WeasyPrint would embed the PNG file's bytes under
+                    # the JPEG filter (it reads local files again by path).
+                    return URLFetcherResponse(f"glassbox-jpeg:{url}", jpeg_bytes(path, quality),
+                                              {"Content-Type": "image/jpeg"})
+            return super().fetch(url, headers)
+
+    return Fetcher(allowed_protocols=("file", "data"))
+
+
+def _pdf_child(html_path: str, pdf_path: str, photographic: tuple[str, ...] = (),
+               quality: int = JPEG_QUALITY) -> dict[str, float]:
     import weasyprint
 
     for noisy in ("weasyprint", "fontTools"):  # CSS it skips is not news for the audit log
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     t0 = time.perf_counter()
-    weasyprint.HTML(filename=html_path, base_url=str(Path(html_path).parent)).write_pdf(pdf_path)
+    folder = Path(html_path).parent.resolve()
+    weasyprint.HTML(filename=html_path, base_url=str(folder),
+                    url_fetcher=_fetcher(folder, frozenset(photographic), quality)).write_pdf(pdf_path)
     return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_memory_mb()}
 
 
-def write_pdf(html_path: Path, pdf_path: Path) -> dict[str, float]:
-    """Print the HTML to PDF with WeasyPrint in a child process.
+def write_pdf(html_path: Path, pdf_path: Path, photographic: tuple[str, ...] | list[str] = (),
+              quality: int = JPEG_QUALITY) -> dict[str, float]:
+    """Print the HTML to PDF with WeasyPrint in a child process; ``photographic`` figures
+    (paths relative to the HTML's folder) are embedded as JPEG of ``quality``.
 
     WeasyPrint holds the whole document in memory (and large runs reach gigabytes); in a
     child, that memory is returned to the system when the page is done, the audit process
@@ -93,7 +147,7 @@ def write_pdf(html_path: Path, pdf_path: Path) -> dict[str, float]:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_pdf_child, str(html_path), str(pdf_path)).result()
+        return pool.submit(_pdf_child, str(html_path), str(pdf_path), tuple(photographic), quality).result()
 
 
 def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, pdf: bool = True,
@@ -112,6 +166,7 @@ def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, p
     with AuditStore(db_path, readonly=True) as store:
         templates = Path(templates) if templates else run_templates(store.run()["config"])
         context, written = build_context(store, folder, dpi, max_listed_files)
+        photographic = [a["path"] for a in store.artifacts(store.run()["id"]) if a["kind"] in PHOTOGRAPHIC_KINDS]
     context.update(appendix_context(db_path, questions_path if questions_path and Path(questions_path).is_file()
                                     else None))
     env = environment(templates)
@@ -121,7 +176,7 @@ def render_dossier(db_path: Path, folder: Path, templates: Path | None = None, p
     written.append(RenderedFile(html_path, "dossier-html", "Audit dossier (HTML)"))
     if pdf:
         pdf_path = folder / "dossier.pdf"
-        stats = write_pdf(html_path, pdf_path)
+        stats = write_pdf(html_path, pdf_path, photographic)
         log.info("report: PDF written in %.1f s, renderer peak memory %.0f MB", stats["seconds"], stats["peak_mb"])
         written.append(RenderedFile(pdf_path, "dossier-pdf", "Audit dossier (PDF)"))
     return written

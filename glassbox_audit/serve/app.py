@@ -53,8 +53,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = default_templates() / "serve"
 PER_PAGE = 50
-# Short headers for the table (the shares are the per-image form of the dossier's pixel shares).
-COLUMN_LABELS = {"dice": REGISTRY["dice"].label, "iou": REGISTRY["iou"].label, "fp_share": "FP share", "fn_share": "FN share"}
+COLUMN_LABELS = {name: REGISTRY[name].short or REGISTRY[name].label for name in SORT_COLUMNS}
 _PICTURES_KEPT = 64  # rendered explanation pictures kept in memory
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SAFE_NAME
-from ..metrics import error_shares
+from ..metrics import IMAGE_METRICS, REVIEW_METRICS, error_shares
 from ..store import DATABASE, AuditStore
 from ..versions import MANIFEST, SEAL, VerifyReport, list_versions, verify_version
 
@@ -26,7 +26,7 @@ __all__ = ["AuditEntry", "ImageTable", "NotFound", "TablePage", "VersionEntry", 
 
 _VERSION_NAME = re.compile(r"^v\d{3,}$")
 # Columns of the image table a reviewer can sort by, per variant (and the image's own).
-SORT_COLUMNS = ("dice", "iou", "fp_share", "fn_share")
+SORT_COLUMNS = REVIEW_METRICS
 
 
 class NotFound(LookupError):
@@ -248,8 +248,10 @@ class ImageTable:
             evals = store.rows("select id, model_name, jaccard_threshold from evaluations where run_id = ? "
                                "order by id", [run["id"]])
             flagged = frozenset(r["image_id"] for r in store.rows("select distinct image_id from image_flags"))
-            per_variant = [store.rows("select image_id, batch_index, tp, fp, fn, tn, dice, iou from image_metrics "
-                                      "where evaluation_id = ? order by image_id", [e["id"]]) for e in evals]
+            stored = [c for c in SORT_COLUMNS if c in IMAGE_METRICS]  # the rest come from the counts
+            per_variant = [store.rows(f"select image_id, batch_index, tp, fp, fn, tn, {', '.join(stored)} "
+                                      "from image_metrics where evaluation_id = ? order by image_id", [e["id"]])
+                           for e in evals]
         ids = np.array([r["image_id"] for r in per_variant[0]], dtype=object) if evals else np.array([], object)
         values: dict[str, list[np.ndarray]] = {c: [] for c in SORT_COLUMNS}
         for rows in per_variant:
@@ -257,10 +259,9 @@ class ImageTable:
                 raise ValueError(f"{db_path}: the variants were evaluated on different images")
             counts = np.array([[r["tp"], r["fp"], r["fn"], r["tn"]] for r in rows], dtype=np.int64).reshape(-1, 4)
             shares = error_shares(counts)
-            for c in ("dice", "iou"):
-                values[c].append(np.array([np.nan if r[c] is None else r[c] for r in rows], dtype=np.float64))
-            values["fp_share"].append(shares["fp_share"])
-            values["fn_share"].append(shares["fn_share"])
+            for c in SORT_COLUMNS:
+                values[c].append(shares[c] if c in shares else
+                                 np.array([np.nan if r[c] is None else r[c] for r in rows], dtype=np.float64))
         batch = np.array([r["batch_index"] for r in per_variant[0]], dtype=np.int64) if evals else np.array([], int)
         stacked = {c: np.vstack(v) if v else np.zeros((0, 0)) for c, v in values.items()}
         thr = float(evals[0]["jaccard_threshold"]) if evals else 0.65
