@@ -72,11 +72,11 @@ def _peak_memory_mb() -> float:
 
 
 # Figures drawn from pixels (images under overlays, heat maps) go into the PDF as JPEG: lossless
-# PNG of photographic content is most of a dossier's bytes, and at print size a quality-90 JPEG
+# PNG of photographic content is most of a dossier's bytes, and at print size a quality-80 JPEG
 # is indistinguishable from it. Charts (lines, bars, text on flat colour) stay PNG, where JPEG
 # would blur their edges and cost more bytes. The version's own files stay PNG.
 PHOTOGRAPHIC_KINDS = ("overlay", "probability", "failure_gallery", "xai", "xai_layers")
-JPEG_QUALITY = 90
+JPEG_QUALITY = 80
 
 
 def jpeg_bytes(path: Path, quality: int = JPEG_QUALITY) -> bytes:
