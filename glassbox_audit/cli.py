@@ -486,9 +486,8 @@ def verify(path):
         status = "ok" if r.ok else "FAILED"
         seal = "" if r.seal == "ok" else f"; seal: {r.seal}"
         click.echo(f"{r.path}: {status} (chain: {r.chain}{seal})")
-        for label, files in (("changed", r.changed), ("added", r.added), ("removed", r.removed)):
-            for f in files:
-                click.echo(f"  {label}: {f}")
+        for label, f in r.file_findings:
+            click.echo(f"  {label}: {f}")
     if not all(r.ok for r in reports):
         click.get_current_context().exit(1)
 

@@ -294,6 +294,12 @@ class VerifyReport:
     seal: str = "ok"  # "ok", "legacy" (manifest_version 1, made before seals) or what is wrong
 
     @property
+    def file_findings(self) -> list[tuple[str, str]]:
+        """Each changed, added or removed file as ``(what, path)``, in that order."""
+        return [(label, f) for label, files in (("changed", self.changed), ("added", self.added),
+                                                ("removed", self.removed)) for f in files]
+
+    @property
     def ok(self) -> bool:
         return (not (self.changed or self.added or self.removed) and self.chain in ("ok", "first")
                 and self.seal in ("ok", "legacy"))

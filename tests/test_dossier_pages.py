@@ -32,8 +32,9 @@ def _need(tool: str | None, what: str) -> None:
     pytest.skip(f"{what} not installed (tools/system-deps.sh installs it)")
 
 
-@pytest.fixture(scope="module")
-def browser():
+def headless_chromium(window: str = "1280,1600"):
+    """A headless Chromium driven by Selenium, keeping the browser console log (skips, or
+    fails under GLASSBOX_REQUIRE_BROWSER=1, when Chromium or its driver is missing)."""
     _need(CHROMIUM, "chromium")
     _need(CHROMEDRIVER, "chromedriver")
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
@@ -44,10 +45,15 @@ def browser():
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-extensions", "--no-first-run",
-                 "--window-size=1280,1600"):
+                 f"--window-size={window}"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = headless_chromium()
     yield driver
     driver.quit()
 

@@ -4,7 +4,6 @@ as the dossier test). Screenshots land in the test artifacts folder."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sqlite3
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tree_hashes
-from test_dossier_pages import ARTIFACTS, BROKEN_IMAGES_JS, CHROMEDRIVER, CHROMIUM, _need
+from test_dossier_pages import ARTIFACTS, BROKEN_IMAGES_JS, headless_chromium
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -70,20 +69,7 @@ def server(serve_audit, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    _need(CHROMIUM, "chromium")
-    _need(CHROMEDRIVER, "chromedriver")
-    os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
-                 "--window-size=1400,1800"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = headless_chromium("1400,1800")
     yield driver
     driver.quit()
 

@@ -118,7 +118,7 @@ class Workstation:
 # --- the table's query string -----------------------------------------------------------------
 
 
-def _view_args(request: Request, table) -> dict:
+def _view_args(request: Request) -> dict:
     """Sort, direction, filter and batch from the query string, checked (bad values: 404)."""
     q = request.query_params
     sort = q.get("sort", "image")
@@ -169,7 +169,7 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
         audit, version = request.path_params["audit"], request.path_params["version"]
         entry = ws.library.version(audit, version)
         table = ws.library.table(audit, version)
-        args = _view_args(request, table)
+        args = _view_args(request)
         flagged = ws.drafts.flagged(audit, version)
         order = _order(table, args, flagged)
         page = table.page(order, _int(request.query_params.get("page"), 1), args["per"] or PER_PAGE, flagged)
@@ -184,23 +184,24 @@ def create_app(audits_dir: str | Path = "audits", cache_dir: str | None = None, 
         folder = ws.library.version_dir(audit, version)
         record = ws.library.image(audit, version, image_id)
         table = ws.library.table(audit, version)
-        args = _view_args(request, table)
+        args = _view_args(request)
         flagged = ws.drafts.flagged(audit, version)
-        prev, nxt, position = table.neighbours(_order(table, args, flagged), image_id)
+        order = _order(table, args, flagged)
+        prev, nxt, position = table.neighbours(order, image_id)
+        pics = ws.pictures(folder)
         problem, view = "", None
         try:
-            view = ws.pictures(folder).image(image_id, record["batch_index"], _stored_counts(record))
+            view = pics.image(image_id, record["batch_index"], _stored_counts(record))
         except Unavailable as exc:
             problem = str(exc)
-        pics = ws.pictures(folder)
         drafts = ws.drafts.image(audit, version, image_id)
         chosen, comment = split_flags(drafts)
         return ws.page(request, "image.html.j2", audit=audit, version=version, image_id=image_id, record=record,
                        variants=pics.variants, view=view, problem=problem, prev=prev, next=nxt, position=position,
-                       total=len(_order(table, args, flagged)), query=_query(args),
+                       total=len(order), query=_query(args),
                        sort_label=_sort_label(args, table.variants),
                        drafts=drafts, chosen=chosen, comment=comment,
-                       methods=_methods(pics), has_seal=ws.library.has_seal(audit, version))
+                       methods=_methods(pics))
 
     def picture(request: Request):
         audit, version = request.path_params["audit"], request.path_params["version"]

@@ -61,15 +61,14 @@ class AuditEntry:
 
 
 def _status(report: VerifyReport) -> tuple[str, list[str]]:
-    problems = [f"{label}: {f}" for label, files in (("changed", report.changed), ("added", report.added),
-                                                   ("removed", report.removed)) for f in files]
+    problems = [f"{label}: {f}" for label, f in report.file_findings]
     if report.chain not in ("ok", "first"):
         problems.append(f"chain: {report.chain}")
     if report.seal not in ("ok", "legacy"):
         problems.append(f"seal: {report.seal}")
     if report.ok:
         return "intact", problems
-    if report.changed or report.added or report.removed:
+    if report.file_findings:
         return "changed", problems
     return ("broken chain" if report.chain not in ("ok", "first") else "seal broken"), problems
 
@@ -165,9 +164,6 @@ class Library:
             decisions = store.reviews()
         return VersionEntry(version, path, status, problems, f"v{run['version']:03d}", created,
                             decisions, changes, metrics)
-
-    def has_seal(self, audit: str, version: str) -> bool:
-        return (self.version_dir(audit, version) / SEAL).is_file()
 
     # --- one version --------------------------------------------------------------------------
 
