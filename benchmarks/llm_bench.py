@@ -282,13 +282,14 @@ class _Once:
         return self._memo[question]
 
 
-def cold_ask(db: Path, key: str, runs: int) -> list[float]:
+def cold_ask(db: Path, key: str, runs: int, adapter: bool = True) -> list[float]:
     """Seconds of whole `glassbox-audit ask` processes (a fresh interpreter each time)."""
     exe = Path(sys.executable).with_name("glassbox-audit")
     times = []
     for i in range(runs):
         t0 = time.perf_counter()
         subprocess.run([str(exe), "ask", "--db", str(db), "--set", f"llm.model={key}",
+                        "--set", f"llm.adapter={'true' if adapter else 'false'}",
                         f"What is the Dice of model {1 + i % 3}?"], check=True, capture_output=True, cwd=ROOT)
         times.append(time.perf_counter() - t0)
     return times
@@ -360,6 +361,8 @@ def main() -> None:
     ap.add_argument("--gguf", nargs=2, action="append", default=[], metavar=("PATH", "SHA256"),
                     help="also benchmark this GGUF file (repeatable)")
     ap.add_argument("--no-handwritten", action="store_true", help="generated questions only (for another database)")
+    ap.add_argument("--base", action="store_true",
+                    help="also read with each model's base weights where it ships a task-tuned adapter")
     ap.add_argument("--cold", type=int, default=5, help="cold `glassbox-audit ask` processes to time per model")
     ap.add_argument("--json", type=Path, help="write every question's result here")
     ap.add_argument("--limit", type=int, default=0, help="only every k-th question, for a quick look (0: all)")
@@ -384,6 +387,9 @@ def main() -> None:
           f"dev {sum(s == 'dev' for *_, s in qs)}, test {sum(s == 'test' for *_, s in qs)}; threads {args.threads}")
     configs = [(key, LlmConfig(model=key, threads=args.threads, n_ctx=args.n_ctx)) for key in args.models
                if KNOWN_MODELS[key].sha256 is not None]
+    if args.base:
+        configs += [(key, LlmConfig(model=key, adapter=False, threads=args.threads, n_ctx=args.n_ctx))
+                    for key in args.models if KNOWN_MODELS[key].adapter]
     configs += [(Path(p).name, LlmConfig(gguf=p, sha256=s, threads=args.threads, n_ctx=args.n_ctx)) for p, s in args.gguf]
     report = []
     for key, cfg in configs:
@@ -397,7 +403,7 @@ def main() -> None:
         dev = [r for r in rows if r["split"] == "dev"]
         test = [r for r in rows if r["split"] == "test"]
         margin = choose_margin(dev)
-        cold = cold_ask(db, key, args.cold) if args.cold and key in KNOWN_MODELS else []
+        cold = cold_ask(db, key, args.cold, cfg.adapter) if args.cold and key in KNOWN_MODELS else []
         entry = {"model": key, "label": llm.spec.label, "sha256": llm.sha256, "seconds": time.perf_counter() - t0,
                  "chosen_margin": margin, "configured_margin": cfg.min_margin,
                  "dev": summarise(dev, margin), "test": summarise(test, margin),

@@ -420,6 +420,9 @@ class LlmConfig:
     model: str = "auto"
     gguf: str = ""  # any GGUF file instead; then sha256 is required
     sha256: str = ""  # pinned hash of the GGUF (a file that differs is refused)
+    # Apply the known model's task-tuned LoRA adapter when it ships one (SmolLM2: the question
+    # reader of tools/reader_adapter); false reads with the base model and worked examples.
+    adapter: bool = True
     n_ctx: int = 4096
     threads: int = 2  # 0: all cores
     # An LLM reading counts towards "verified" only when every choice it made beat the runner-up

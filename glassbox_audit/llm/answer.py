@@ -271,7 +271,7 @@ def answer_question(question: str, db_path: str | Path, llm: Any | None = None, 
         reading = llm.read(question, catalog)
         ans.llm_seconds, ans.llm_margin = reading.seconds, reading.margin if reading.decisions else None
         ans.raw_output = reading.describe()
-        ans.prompt = [{"role": "examples", "content": "\n".join(reading.examples)}]
+        ans.prompt = [{"role": "prompt", "content": reading.prompt}]
         ans.llm_intent = reading.intent
     else:
         ans.llm_error = "no LLM loaded"

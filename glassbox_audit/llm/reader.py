@@ -38,7 +38,8 @@ from .intent import Intent
 from .scorer import Scorer
 from .vocabulary import ALL_MODELS, NOT_STATED, UNSUPPORTED_PREFIX, Vocabulary, normalise, vocabulary_of
 
-__all__ = ["Decision", "Example", "Reader", "Reading", "example_bank"]
+__all__ = ["UNKNOWN_MODEL", "Decision", "Example", "Reader", "Reading", "example_bank", "question_line",
+           "tuned_pieces", "tuned_system"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ FIELDS = ("about the audit", "model", "metric", "part", "averaging")
 _ABOUT = {"yes": ("yes",), "no": ("no",)}
 _DATASET_PART = ("whole test set", "test set", "overall", "the whole test set", "all images", "the test set")
 _MAX_VALUES = 4  # models or metrics one question may name
+UNKNOWN_MODEL = "?model"  # a model the question names and the run does not hold
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,41 @@ class Example:
             lines += [f"model: {' and '.join(self.models)}", f"metric: {' and '.join(self.metrics)}",
                       f"part: {self.part}", f"averaging: {self.averaging}"]
         return "\n".join(lines) + "\n\n"
+
+    def pieces(self) -> list[tuple[str, bool]]:
+        """The example as the reader builds it, (text, is a choice) in the pieces it tokenises
+        separately: what the adapter is trained on must be the token sequence it is read with."""
+        out = [(question_line(self.question), False), (f" {self.about}", True)]
+        if self.about == "yes":
+            fields = (("model", self.models), ("metric", self.metrics), ("part", (self.part,)),
+                      ("averaging", (self.averaging,)))
+            for label, values in fields:
+                out.append((f"\n{label}:", True))
+                for k, v in enumerate(values):
+                    if k:
+                        out.append((" and", True))
+                    out.append((f" {v}", True))
+        out.append(("\n", True))
+        return out
+
+
+def question_line(question: str) -> str:
+    """The question as the prompt shows it, up to the first field's label."""
+    return f"question: {normalise(question)[:400]}\nabout the audit:"
+
+
+def tuned_system(c: Catalog) -> str:
+    """What the task-tuned model reads before the question: the run's model names and numbers
+    (so a model the run does not hold reads as another model) and its batches; the examples and
+    glossary an untuned model needs are gone, which is most of the speed."""
+    models = ", ".join(f"{m.number} {normalise(m.name)}" for m in c.models)
+    batches = f"{c.batches[0]} to {c.batches[-1]}" if c.batches else "none"
+    return f"models: {models}\nbatches: {batches}\n"
+
+
+def tuned_pieces(c: Catalog, example: "Example") -> list[tuple[str, bool]]:
+    """The whole prompt of ``example`` for the tuned reader, first piece with the BOS token."""
+    return [(tuned_system(c), False)] + example.pieces()
 
 
 @dataclass(frozen=True)
@@ -88,6 +125,8 @@ class Reading:
     seconds: float = 0.0
     prompt_tokens: int = 0
     examples: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list, repr=False)  # what the model read, choices included
+    prompt: str = ""  # the text before the first choice
 
     @property
     def margin(self) -> float:
@@ -206,17 +245,21 @@ class Reader:
 
     def __init__(self, scorer: Scorer, catalog: Catalog, vocab: Vocabulary | None = None,
                  state_dir: str | Path | None = None, n_examples: int = 4, first_margin: float = 4.0,
-                 calibration: float = 0.5):
+                 calibration: float = 0.5, tuned: bool = False):
         self.scorer, self.catalog = scorer, catalog
         self.vocab = vocab or vocabulary_of(catalog)
         self.state_dir = state_dir
-        self.n_examples = n_examples
+        self.tuned = tuned
+        # A task-tuned model (LoRA adapter, tools/reader_adapter) was trained on the bare
+        # question: no worked examples, no calibration against a content-free question.
+        self.n_examples = 0 if tuned else n_examples
         self.first_margin = first_margin
-        self.calibration = calibration
-        self.bank = example_bank(self.vocab)
+        self.calibration = 0.0 if tuned else calibration
+        self.bank = [] if tuned else example_bank(self.vocab)
         self._bank_features = [_features(e.question) for e in self.bank]
-        self._fixed = self._fixed_examples()
-        self.prefix_text = _system(catalog) + "".join(e.text() for e in self._fixed)
+        self._fixed = [] if tuned else self._fixed_examples()
+        self.prefix_text = tuned_system(catalog) if tuned else \
+            _system(catalog) + "".join(e.text() for e in self._fixed)
         self._prefix_tokens = scorer.tokenize(self.prefix_text)
         self._candidates = self._tokenised_candidates()
         self._units: dict[str, int] = {}
@@ -316,6 +359,17 @@ class Reader:
         runner = ranked[1] if len(ranked) > 1 else (key, (score - 99.0, "", [], False))
         return Decision(fld, key, phrase, score, runner[0], score - runner[1][0]), go_on, toks
 
+    def _model_entries(self) -> list[tuple[str, str, list[int]]]:
+        """The model's candidates: the run's own, "other model" (a name the run does not hold),
+        and every number of the question not a model's as "model N" (not found)."""
+        tok = self.scorer.tokenize
+        known = {m.number for m in self.catalog.models}
+        entries = self._candidates["model"] + [(UNKNOWN_MODEL, "other model", tok(" other model", bos=False))]
+        for n in sorted({int(x) for x in re.findall(r"\b\d{1,3}\b", self._question)} - known):
+            for form in (f"model {n}", f"variant {n}", f"model #{n}", f"network {n}"):
+                entries.append((f"{UNKNOWN_MODEL}:{n}", form, tok(" " + form, bos=False)))
+        return entries
+
     def _part_entries(self, seq: int = 0) -> list[tuple[str, str, list[int]]]:
         """The part's candidates: the fixed phrases, every batch of the run and every number
         in the question as a batch, and the likeliest image id (decoded under a trie of the
@@ -333,8 +387,16 @@ class Reader:
                  if re.search(r"\d", w) and re.search(r"[a-z_]", w) and w not in ids]
         if ids or extra:
             seqs = [s.tokenize(" " + i, bos=False) + [self._nl] for i in ids + extra]
+            first = s.next_logprobs(seq)
+            leads = {" image": s.tokenize(" image", bos=False), "": []}
+            lead_first = {" image": float(first[leads[" image"][0]]), "": max(float(first[q[0]]) for q in seqs)}
+            cut = max(max(float(first[e[2][0]]) for e in entries), *lead_first.values()) - self.first_margin
             for lead in (" image", ""):
-                lead_toks = s.tokenize(lead, bos=False) if lead else []
+                # _choose prunes on the first token by the same rule: an id it would prune is
+                # not worth decoding (one llama.cpp call per token of the id).
+                if lead_first[lead] < cut:
+                    continue
+                lead_toks = leads[lead]
                 mark = s.mark(seq)
                 s.extend(lead_toks, seq)
                 idx, _ = s.greedy(seqs, seq)
@@ -355,21 +417,25 @@ class Reader:
             self._nl = s.tokenize("\n", bos=False)[-1]
             self._follow = (self._nl, s.tokenize(" and", bos=False)[0])
             self._question = normalise(question)[:400]
-            examples = self.retrieve(question)
+            examples = self.retrieve(question) if self.n_examples else []
             try:
-                s.extend(s.tokenize("".join(e.text() for e in examples), bos=False))
+                if examples:
+                    s.extend(s.tokenize("".join(e.text() for e in examples), bos=False))
                 if self.calibration:
                     s.fork(0, 1)
                     s.extend(s.tokenize("question: n/a\nabout the audit:", bos=False), seq=1)
-                s.extend(s.tokenize(f"question: {self._question}\nabout the audit:", bos=False))
+                s.extend(s.tokenize(question_line(question), bos=False))
                 reading = self._read_fields()
             finally:
                 prompt_tokens = s.n_past
+                tokens = list(s.tokens)
                 s.drop(1)
                 s.rollback(self._prefix_mark)
         reading.seconds = time.perf_counter() - t0
         reading.prompt_tokens = prompt_tokens
+        reading.tokens = tokens
         reading.examples = [e.question for e in examples]
+        reading.prompt = self.prefix_text + "".join(e.text() for e in examples) + question_line(question)
         return reading
 
     def _append(self, toks: list[int]) -> None:
@@ -392,8 +458,9 @@ class Reader:
         values: dict[str, list[str]] = {}
         for fld, next_label in (("model", "metric"), ("metric", "part")):
             chosen: list[str] = []
+            entries = self._model_entries() if fld == "model" and self.tuned else self._candidates[fld]
             for _ in range(_MAX_VALUES):
-                d, more, toks = self._choose(fld, self._candidates[fld], exclude=set(chosen), multi=True)
+                d, more, toks = self._choose(fld, entries, exclude=set(chosen), multi=True)
                 decisions.append(d)
                 chosen.append(d.value)
                 if not more or d.value.startswith("*"):
@@ -412,7 +479,13 @@ class Reader:
     def _intent(self, decisions: list[Decision], values: dict[str, list[str]], part: str, avg: str) -> Reading:
         c = self.catalog
         missing: list[str] = []
-        models = values["model"]
+        models = [m for m in values["model"] if not m.startswith(UNKNOWN_MODEL)]
+        for m in values["model"]:
+            if m.startswith(UNKNOWN_MODEL):
+                n = m.partition(":")[2]
+                missing.append(f"model {n}" if n else "a model this run does not hold")
+        if not models:
+            models = [NOT_STATED]
         if any(m in (ALL_MODELS, NOT_STATED) for m in models):
             names = tuple(c.model_names)
         else:

