@@ -140,3 +140,10 @@ def test_the_training_data_holds_no_benchmark_question():
 
         questions = {normalise(json.loads(line)["q"]) for line in data.open()}
         assert not questions & held_out
+
+
+def test_a_file_that_is_no_adapter_is_refused_naming_it(llm, tmp_path):
+    bad = tmp_path / "not-an-adapter.gguf"
+    bad.write_bytes(b"GGUF" + bytes(500))
+    with pytest.raises(ModelError, match="not-an-adapter.gguf: llama.cpp cannot load this LoRA adapter"):
+        Scorer(llm.spec.path, llm.sha256, n_ctx=256, threads=1, adapter=bad, adapter_sha256="0" * 64)

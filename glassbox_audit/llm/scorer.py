@@ -124,11 +124,11 @@ class Scorer:
             C.llama_model_free(self._model)
             raise ModelError(f"{path}: llama.cpp cannot create a context of {n_ctx} tokens")
         self._mem = C.llama_get_memory(self._ctx)
+        self._batch = C.llama_batch_init(n_batch, 0, n_seq_max)
         self._adapter = None
         self.adapter_sha256 = ""
-        if adapter is not None:
+        if adapter is not None:  # after the batch: a refused adapter closes everything allocated so far
             self._set_adapter(Path(adapter), adapter_sha256)
-        self._batch = C.llama_batch_init(n_batch, 0, n_seq_max)
         self.n_vocab = C.llama_vocab_n_tokens(self._vocab)
         self.lock = threading.RLock()
         self._seqs: dict[int, _Seq] = {0: _Seq(np.zeros(self.n_vocab, dtype=np.float32))}
