@@ -296,6 +296,7 @@ class Reader:
         return {
             "about the audit": entries(_ABOUT),
             "model": entries(v.models, (("*not stated*", "not stated"),)),
+            "model-unknown": entries({UNKNOWN_MODEL: ("other model",)}),
             "metric": entries(v.metrics, (("*not stated*", "not stated"),)),
             "averaging": entries(v.aggregates, (("*not stated*", "not stated"),)),
             "part-fixed": entries({"dataset": _DATASET_PART, **{f"rank:{u}": ps for u, ps in v.ranked_units.items()}},
@@ -364,7 +365,7 @@ class Reader:
         and every number of the question not a model's as "model N" (not found)."""
         tok = self.scorer.tokenize
         known = {m.number for m in self.catalog.models}
-        entries = self._candidates["model"] + [(UNKNOWN_MODEL, "other model", tok(" other model", bos=False))]
+        entries = self._candidates["model"] + self._candidates["model-unknown"]
         for n in sorted({int(x) for x in re.findall(r"\b\d{1,3}\b", self._question)} - known):
             for form in (f"model {n}", f"variant {n}", f"model #{n}", f"network {n}"):
                 entries.append((f"{UNKNOWN_MODEL}:{n}", form, tok(" " + form, bos=False)))
@@ -418,13 +419,15 @@ class Reader:
             self._follow = (self._nl, s.tokenize(" and", bos=False)[0])
             self._question = normalise(question)[:400]
             examples = self.retrieve(question) if self.n_examples else []
+            shown = "".join(e.text() for e in examples)
+            line = question_line(question)
             try:
-                if examples:
-                    s.extend(s.tokenize("".join(e.text() for e in examples), bos=False))
+                if shown:
+                    s.extend(s.tokenize(shown, bos=False))
                 if self.calibration:
                     s.fork(0, 1)
                     s.extend(s.tokenize("question: n/a\nabout the audit:", bos=False), seq=1)
-                s.extend(s.tokenize(question_line(question), bos=False))
+                s.extend(s.tokenize(line, bos=False))
                 reading = self._read_fields()
             finally:
                 prompt_tokens = s.n_past
@@ -435,7 +438,7 @@ class Reader:
         reading.prompt_tokens = prompt_tokens
         reading.tokens = tokens
         reading.examples = [e.question for e in examples]
-        reading.prompt = self.prefix_text + "".join(e.text() for e in examples) + question_line(question)
+        reading.prompt = self.prefix_text + shown + line
         return reading
 
     def _append(self, toks: list[int]) -> None:

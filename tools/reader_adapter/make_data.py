@@ -122,12 +122,12 @@ def _p(rng, phrases):
     return rng.choice(phrases)
 
 
-def _part(rng: random.Random, c: Catalog, allow_dataset_metrics: bool) -> tuple[str, str, str]:
+def _part(rng: random.Random, c: Catalog) -> tuple[str, str, str]:
     """(text after the question, text before it, the part line)."""
     r = rng.random()
     if r < 0.4:
         return "", "", "not stated"
-    if r < 0.52 or not allow_dataset_metrics and False:
+    if r < 0.52:
         phrase = _p(rng, ("whole test set", "test set", "overall", "all images", "the test set"))
         return rng.choice((f" on the {phrase}".replace("the the", "the"), f" {phrase}", f" over the {phrase}".replace("the the", "the"))), "", phrase
     if r < 0.78 and c.batches:
@@ -190,7 +190,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         mp_model = model_phrase(model)
         mk = metric_key(False)
         image_level = mk in image_metrics
-        part, part_lead, part_line = _part(rng, c, True) if image_level else ("", "", "not stated")
+        part, part_lead, part_line = _part(rng, c) if image_level else ("", "", "not stated")
         mp = _p(rng, v.metrics[mk])
         if rng.random() < 0.2 and image_level and not part_line.startswith(("image", c.images[0][:2].lower())):
             agg = rng.choice(("micro", "macro"))
@@ -204,7 +204,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         return Example(wrap(q), models=(mp_model,), metrics=(mp,), part=part_line, averaging=avg_phrase)
     if kind < 0.56:
         mk = metric_key(False)
-        part, part_lead, part_line = _part(rng, c, True) if mk in image_metrics else ("", "", "not stated")
+        part, part_lead, part_line = _part(rng, c) if mk in image_metrics else ("", "", "not stated")
         mp = _p(rng, v.metrics[mk])
         t = _p(rng, _NO_MODEL)
         if "{part_lead}" in t and not part_lead:
@@ -213,7 +213,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
     if kind < 0.60:
         model = rng.choice(names)
         mp_model = model_phrase(model)
-        part, _, part_line = _part(rng, c, True)
+        part, _, part_line = _part(rng, c)
         return Example(wrap(_p(rng, _NO_METRIC).format(model=mp_model, part=part)), models=(mp_model,), part=part_line)
     if kind < 0.68 and len(names) > 1:
         mk = metric_key(False)
@@ -224,7 +224,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         amongm = _p(rng, ("among the models", "across models", "of all models", "per model"))
         part, _, part_line = ("", "", "not stated")
         if mk in image_metrics and rng.random() < 0.3 and c.batches:
-            part, _, part_line = _part(rng, c, True)
+            part, _, part_line = _part(rng, c)
         t = _p(rng, _RANK_MODELS)
         mline = whichm if "{whichm}" in t else ("which model" if "which model" in t else
                                                 amongm if "{amongm}" in t else "not stated")
@@ -249,7 +249,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         pa, pb = model_phrase(a), model_phrase(b)
         mk = metric_key(False)
         mp = _p(rng, v.metrics[mk])
-        part, _, part_line = _part(rng, c, True) if mk in image_metrics else ("", "", "not stated")
+        part, _, part_line = _part(rng, c) if mk in image_metrics else ("", "", "not stated")
         return Example(wrap(_p(rng, _TWO).format(metric=mp, model=pa, model2=pb, part=part)), models=(pa, pb),
                        metrics=(mp,), part=part_line)
     if kind < 0.89:
@@ -257,13 +257,13 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         mp_model = model_phrase(model)
         m1, m2 = rng.sample(image_metrics, 2)
         p1, p2 = _p(rng, v.metrics[m1]), _p(rng, v.metrics[m2])
-        part, _, part_line = _part(rng, c, True)
+        part, _, part_line = _part(rng, c)
         return Example(wrap(_p(rng, _TWO_METRICS).format(metric=p1, metric2=p2, model=mp_model, part=part)),
                        models=(mp_model,), metrics=(p1, p2), part=part_line)
     mk = metric_key(False)
     mp = _p(rng, v.metrics[mk])
     allm = _p(rng, v.models[ALL_MODELS])
-    part, _, part_line = _part(rng, c, True) if mk in image_metrics else ("", "", "not stated")
+    part, _, part_line = _part(rng, c) if mk in image_metrics else ("", "", "not stated")
     return Example(wrap(_p(rng, _ALL).format(metric=mp, allm=allm, part=part)), models=(allm,), metrics=(mp,),
                    part=part_line)
 
