@@ -6,7 +6,8 @@ Questions (at least 400), each with its truth computed here from SQL, independen
 - generated: templates of this script (not the reader's example bank) crossed with ways of
   naming each model (name, spellings, number, ordinal, what its loss does), metric synonyms and
   abbreviations, batches, images, rankings, several models or metrics, things the run does not
-  hold (model 7, batch 9999, Hausdorff distance) and questions that are not about the audit;
+  hold (model 7, batch 9999, Hausdorff distance), the change since the previous version (the
+  stored comparison: deltas, the model that dropped most) and questions that are not about the audit;
 - written by hand in free style: ``benchmarks/data/llm_questions_handwritten.tsv``.
 
 A fixed split (a hash of the question text): ``dev`` (30%) is where ``llm.min_margin`` is
@@ -15,7 +16,7 @@ exactly right and verified, the LLM's reading alone exactly right (parser off), 
 alone, verified but wrong (must be 0), not-found precision and recall, and the latency of a
 reading (median, 95th percentile) warm in one process and as a cold ``glassbox-audit ask``.
 
-    python benchmarks/llm_bench.py                        # tests/llm_testdb.py's database, every known model
+    python benchmarks/llm_bench.py                        # tests/llm_testdb.py's database (v002, compared with v001), every known model
     python benchmarks/llm_bench.py --models smollm2-135m-instruct --cold 5 -v
     python benchmarks/llm_bench.py --db audits/default/v002/audit.sqlite --no-handwritten
 """
@@ -87,7 +88,36 @@ _METRIC_REFS = {
 _AGG_REFS = {"micro": ["pooled", "pixel-pooled", "micro"], "macro": ["image-mean", "macro"]}
 
 
-def generated(c: Catalog, n: int = 330, seed: int = 1) -> list[tuple[str, tuple]]:
+_SINCE = ("since the previous version", "since the last version", "compared with the previous version",
+          "since the last run", "since {v}", "compared to {v}", "than {v}", "vs {v}", "since last night's run")
+
+
+def _change_question(rng: random.Random, c: Catalog, refs: dict, model: str, mref: str) -> tuple[str, tuple]:
+    """A question about the change since the previous version (the stored comparison)."""
+    compared = [m for m in c.compared if m in _METRIC_REFS] or ["dice"]
+    metric = rng.choice(compared)
+    mtxt = rng.choice(_METRIC_REFS[metric])
+    v = c.against or "v001"
+    since = rng.choice(_SINCE).format(v=rng.choice((v, f"v{int(v[1:])}", f"version {int(v[1:])}")))
+    kind = rng.random()
+    if kind < 0.45:
+        t = rng.choice(("Did the {m} of {x} drop {s}?", "Has {x}'s {m} changed {s}?", "How did {x}'s {m} change {s}?",
+                        "{m} change for {x} {s}", "Did {x} get worse on {m} {s}?", "Is {x} better on {m} {s}?"))
+        return t.format(m=mtxt, x=mref, s=since), ("change", (model,), (metric,), "macro")
+    if kind < 0.65:
+        t = rng.choice(("Did {m} drop for any model {s}?", "How did the {m} of each model change {s}?",
+                        "{m} changes {s} for all models"))
+        return t.format(m=mtxt, s=since), ("change", tuple(c.model_names), (metric,), "macro")
+    if kind < 0.85:
+        d = rng.choice(("max", "min"))
+        t = rng.choice(("Which model's {m} dropped the most {s}?", "Which model had the biggest drop in {m} {s}?")
+                       if d == "min" else ("Which model improved most in {m} {s}?", "Which variant's {m} improved the most {s}?"))
+        return t.format(m=mtxt, s=since), ("rank_change", metric, d)
+    bad = rng.choice((f"v{int(v[1:]) + rng.randint(3, 9):03d}", f"version {int(v[1:]) + rng.randint(3, 9)}"))
+    return f"Did the {mtxt} of {mref} drop since {bad}?", ("not_found",)
+
+
+def generated(c: Catalog, n: int = 360, seed: int = 1) -> list[tuple[str, tuple]]:
     rng = random.Random(seed)
     refs = _model_refs(c)
     names = c.model_names
@@ -141,6 +171,8 @@ def generated(c: Catalog, n: int = 330, seed: int = 1) -> list[tuple[str, tuple]
             else:
                 q = f"{mtxt} and {rng.choice(_METRIC_REFS[m2])} of {mref}"
                 out.append((q, ("value", (model,), (metric, m2), "dataset", None, None, "macro")))
+        elif kind < 0.92:
+            out.append(_change_question(rng, c, refs, model, mref))
         elif kind < 0.96:
             bad = rng.choice((f"model {len(names) + rng.randint(1, 5)}", "the speed-optimized model",
                               f"batch {max(c.batches or [0]) + rng.randint(50, 9000)}", "Hausdorff distance", "AUC",
@@ -191,6 +223,10 @@ def handwritten(c: Catalog, path: Path = HANDWRITTEN) -> list[tuple[str, tuple]]
             out.append((q, ("rank_models", w[1], b, w[2])))
         elif w[0] == "rank_units":
             out.append((q, ("rank_units", models(w[1])[0], w[2], w[3], w[4])))
+        elif w[0] == "change":
+            out.append((q, ("change", models(w[1]), tuple(w[2].split(",")), "macro")))
+        elif w[0] == "rank_change":
+            out.append((q, ("rank_change", w[1], w[2])))
         else:
             out.append((q, (w[0],)))
     return out
@@ -228,6 +264,16 @@ def truth(conn, c: Catalog, spec: tuple):
         if avg == "micro" and scope == "image":
             avg = "macro"
         return ("value", {(m, k): truth_value(conn, c, m, k, scope, batch, image, avg) for m in models for k in metrics})
+    if kind == "change":
+        _, models, metrics, _ = spec
+        return ("value", {(m, k): _one(conn, "select delta from comparisons where run_id = ? and model = ? and metric = ?",
+                                       [c.run_id, m, k]) for m in models for k in metrics})
+    if kind == "rank_change":
+        _, metric, direction = spec
+        vals = {m: _one(conn, "select delta from comparisons where run_id = ? and model = ? and metric = ?",
+                        [c.run_id, m, metric]) for m in c.model_names}
+        best = (max if direction == "max" else min)(vals.values())
+        return ("rank_models", metric, frozenset(m for m, v in vals.items() if v == best), best)
     if kind == "rank_models":
         _, metric, batch, direction = spec
         vals = {m: truth_value(conn, c, m, metric, "batch" if batch is not None else "dataset", batch, None, "macro")
@@ -372,9 +418,9 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     db = args.db
     if db is None:
-        from llm_testdb import build_audit_db
+        from llm_testdb import build_compared_db
 
-        db = build_audit_db(Path(tmp.name) / "audit.sqlite")
+        db = build_compared_db(Path(tmp.name))
     c = Catalog.load(db)
     items = generated(c) + ([] if args.no_handwritten else handwritten(c))
     with open_readonly(db) as conn:

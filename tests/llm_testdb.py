@@ -3,7 +3,8 @@
 Per-image confusion counts are drawn from a seeded generator and go through the real
 ModelEvaluation and AuditStore.record_evaluation, so every table the answers read (runs,
 evaluations, evaluation_metrics, image_metrics, batch_metrics) is filled as a run fills it.
-No TensorFlow: building one takes well under a second.
+No TensorFlow: building one takes well under a second. ``build_compared_db`` adds a second version
+with its stored comparison against the first.
 """
 
 from __future__ import annotations
@@ -51,3 +52,19 @@ def build_audit_db(path: Path, seed: int = 0, audit: str = "demo", version: int 
             store.record_evaluation(run_id, ev, "f" * 64, "test")
         store.finish_run(run_id, "complete", "2026-01-01T00:01:00Z")
     return path
+
+
+def build_compared_db(folder: Path, tolerance: float = 0.01) -> Path:
+    """Version 2 of audit "demo" (the numbers of ``build_audit_db(seed=0)``) with its stored
+    comparison against version 1 (seed 1), as a nightly run records it: compare.diff_databases
+    and AuditStore.record_comparison, Dice drops beyond ``tolerance`` marked regressions."""
+    from glassbox_audit.compare import diff_databases
+    from glassbox_audit.store import AuditStore
+
+    folder.mkdir(parents=True, exist_ok=True)
+    v1 = build_audit_db(folder / "v001.sqlite", seed=1, version=1)
+    v2 = build_audit_db(folder / "v002.sqlite", seed=0, version=2)
+    diff = diff_databases(v1, v2, n_boot=500)
+    with AuditStore(v2) as store:
+        store.record_comparison(store.run()["id"], diff, diff.regressions(tolerance))
+    return v2

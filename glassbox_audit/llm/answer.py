@@ -30,9 +30,9 @@ from typing import Any
 from ..config import LlmConfig
 from ..query import ReadOnlyConnection, open_readonly, run_query
 from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, METRIC_LABELS, Catalog
-from .intent import Intent, is_about_audit, parse_question
+from .intent import NO_COMPARISON, Intent, change_not_compared, is_about_audit, parse_question
 
-__all__ = ["Answer", "STATUSES", "Value", "answer_question", "execute"]
+__all__ = ["Answer", "Change", "STATUSES", "Value", "answer_question", "execute"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ _SQL_RANK_BATCHES_MICRO = ("select e.model_name as model, b.batch_index as batch
                            "from batch_metrics b join evaluations e on e.id = b.evaluation_id "
                            "where e.run_id = ? and e.model_name = ? and b.{col} is not null "
                            "order by value {order}, batch limit 1")
+# The stored comparison with the previous version (compare.diff_databases): image means paired
+# image by image, the delta's bootstrap interval and the run's own verdicts.
+_SQL_CHANGE = ("select model, metric, against_version, a, b, delta, ci_low, ci_high, significant, regression "
+               "from comparisons where run_id = ? and model = ? and metric = ?")
 _SQL_RANK_IMAGES = ("select e.model_name as model, i.image_id as image, i.{col} as value, "
                     "(select count(*) from image_metrics j where j.evaluation_id = i.evaluation_id "
                     "and j.{col} = i.{col}) as ties "
@@ -83,6 +87,19 @@ class Value:
 
     def key(self) -> tuple:
         return (self.model, self.metric, self.batch, self.image)
+
+
+@dataclass
+class Change(Value):
+    """A change since the previous version: ``value`` is the delta (this version less that one)."""
+
+    against: str = ""
+    before: float | None = None
+    after: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    significant: bool = False
+    regression: bool = False
 
 
 @dataclass
@@ -129,7 +146,9 @@ class Answer:
         }
 
 
-def _averaging(metric: str, aggregate: str) -> str:
+def _averaging(metric: str, aggregate: str, scope: str = "dataset") -> str:
+    if scope == "change":
+        return "change"
     if metric in ASKABLE_DATASET_METRICS:
         return "dataset"
     return "micro" if aggregate == "micro" else "macro"
@@ -144,16 +163,22 @@ def execute(intent: Intent, conn: ReadOnlyConnection, catalog: Catalog) -> Execu
         out.sql.append((sql, params))
         return run_query(conn, sql, params).dicts()
 
-    ranking_units = intent.aggregate in ("max", "min") and intent.scope != "dataset" and \
+    ranking_units = intent.aggregate in ("max", "min") and intent.scope in ("batch", "image") and \
         intent.batch is None and intent.image is None
     order = "desc" if intent.aggregate == "max" else "asc"
     for metric in intent.metrics:
-        avg = _averaging(metric, intent.aggregate)
-        if intent.scope != "dataset" and metric in ASKABLE_DATASET_METRICS:
+        avg = _averaging(metric, intent.aggregate, intent.scope)
+        if intent.scope in ("batch", "image") and metric in ASKABLE_DATASET_METRICS:
             continue  # no per-batch or per-image figure: reported as not found
         col = _COLUMNS.get(metric)
         for model in intent.models:
-            if intent.scope == "dataset":
+            if intent.scope == "change":
+                rows = q(_SQL_CHANGE, [run, model, metric])
+                out.values += [Change(model, metric, r["delta"], avg, against=r["against_version"], before=r["a"],
+                                      after=r["b"], ci_low=r["ci_low"], ci_high=r["ci_high"],
+                                      significant=bool(r["significant"]), regression=bool(r["regression"]))
+                               for r in rows]
+            elif intent.scope == "dataset":
                 rows = q(_SQL_DATASET, [run, model, avg, metric])
                 out.values += [Value(model, metric, r["value"], avg) for r in rows]
             elif ranking_units and intent.scope == "batch":
@@ -191,7 +216,36 @@ def _where(intent: Intent) -> str:
     return "test set"
 
 
-_AVG_TEXT = {"macro": "image mean", "micro": "pooled pixels", "dataset": "whole test set", "image": "per image"}
+_AVG_TEXT = {"macro": "image mean", "micro": "pooled pixels", "dataset": "whole test set", "image": "per image",
+             "change": "image mean"}
+
+
+def _signed(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.4f}"
+
+
+def _change_text(v: Change) -> str:
+    verdict = ("significant" if v.significant else "not significant") + (", flagged as a regression"
+                                                                        if v.regression else "")
+    return (f"{v.model} {_fmt(v.before)} -> {_fmt(v.after)} ({_signed(v.value)}, 95% CI {_signed(v.ci_low)} to "
+            f"{_signed(v.ci_high)}, {verdict})")
+
+
+def _change_sentence(intent: Intent, ex: Execution, metric: str, vals: list[Value]) -> str:
+    label = METRIC_LABELS.get(metric, metric)
+    since = f"since {vals[0].against}" if isinstance(vals[0], Change) and vals[0].against else "since the previous version"
+    changes = "; ".join(_change_text(v) for v in vals if isinstance(v, Change))
+    if metric in ex.winners:
+        win = set(ex.winners[metric])
+        value = next(v.value for v in vals if v.model in win)
+        # The extreme change is a drop or a rise by its sign, whichever way the question ranked.
+        if intent.aggregate == "max":
+            word = "Largest rise" if value > 0 else "Smallest drop"
+        else:
+            word = "Largest drop" if value < 0 else "Smallest rise"
+        return (f"{word} in {label} (image mean, this version less {vals[0].against}): "
+                f"{' and '.join(sorted(win, key=intent.models.index))}, {_signed(value)} ({changes})")
+    return f"Change in {label} (image mean) {since}: {changes}"
 
 
 def sentence(intent: Intent, ex: Execution) -> str:
@@ -202,7 +256,9 @@ def sentence(intent: Intent, ex: Execution) -> str:
             continue
         label = METRIC_LABELS.get(metric, metric)
         avg = _AVG_TEXT[vals[0].averaging]
-        if metric in ex.winners:
+        if intent.scope == "change":
+            parts.append(_change_sentence(intent, ex, metric, vals))
+        elif metric in ex.winners:
             word = "Highest" if intent.aggregate == "max" else "Lowest"
             win = set(ex.winners[metric])
             value = next(v.value for v in vals if v.model in win)
@@ -229,7 +285,12 @@ def _missing(intent: Intent, catalog: Catalog) -> list[str]:
         missing.append("the model named")
     if intent.scope == "batch" and intent.batch is not None and intent.batch not in catalog.batches:
         missing.append(f"batch {intent.batch}")
-    if intent.scope != "dataset":
+    if intent.scope == "change":
+        if catalog.against is None:
+            missing.append(NO_COMPARISON)
+        else:
+            missing += [change_not_compared(m, catalog) for m in intent.metrics if m not in catalog.compared]
+    elif intent.scope != "dataset":
         missing += [f"{METRIC_LABELS[m]} per {intent.scope} (recorded for the whole test set only)"
                     for m in intent.metrics if m in ASKABLE_DATASET_METRICS]
     return list(dict.fromkeys(missing))
@@ -240,6 +301,9 @@ def _not_found_sentence(missing: list[str], catalog: Catalog) -> str:
     text = " ".join(missing)
     if "batch" in text and catalog.batches:
         known.append(f"batches are {catalog.batches[0]}..{catalog.batches[-1]}")
+    if "version" in text:
+        known.append(f"this run is compared with {catalog.against}" if catalog.against
+                     else "this run has no stored comparison")
     if "model" in text:
         known.append("models are " + ", ".join(f"{m.number} {m.name}" for m in catalog.models))
     return f"Not found in audit {catalog.audit} v{catalog.version:03d}: {'; '.join(missing)}" + \

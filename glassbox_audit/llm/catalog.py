@@ -1,4 +1,5 @@
-"""What a question may refer to: the run's real model names, metrics, batches and images.
+"""What a question may refer to: the run's real model names, metrics, batches and images, and
+the version its stored comparison is against.
 
 Read once from an audit database (read-only) and shared by the vocabulary (the candidates
 both readers choose from), the parser (what counts as "not found") and the answering SQL.
@@ -44,6 +45,10 @@ class Catalog:
     metrics: list[str]
     batches: list[int]
     images: list[str]
+    # The stored comparison with the previous version ("v001"), None when the run has none, and
+    # the metrics it compares (image means, paired image by image).
+    against: str | None = None
+    compared: list[str] = field(default_factory=list)
     _image_index: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,7 +88,12 @@ class Catalog:
             images = [r["i"] for r in rows(
                 "select distinct i.image_id as i from image_metrics i join evaluations e on e.id = i.evaluation_id "
                 "where e.run_id = ? order by i", [run["id"]])]
-        return cls(Path(path), run["id"], run["audit_name"], int(run["version"]), models, metrics, batches, images)
+            compared_rows = rows("select against_version as v, metric from comparisons where run_id = ? "
+                                 "order by rowid", [run["id"]])
+            against = compared_rows[0]["v"] if compared_rows else None
+            compared = list(dict.fromkeys(r["metric"] for r in compared_rows))
+        return cls(Path(path), run["id"], run["audit_name"], int(run["version"]), models, metrics, batches, images,
+                   against, compared)
 
     @property
     def model_names(self) -> list[str]:

@@ -1,7 +1,8 @@
 """The intent of a question, and a deterministic parser that reads it without any model.
 
 An :class:`Intent` says which models, which part of the test set (the whole ``dataset``, one
-``batch``, one ``image``, or, with no id, every batch or image to rank them), which metrics
+``batch``, one ``image``, or, with no id, every batch or image to rank them; or the ``change``
+of the test-set figures since the previous version, from the stored comparison), which metrics
 and which aggregate (``macro`` image mean, ``micro`` pooled pixels, ``max`` / ``min`` ranking).
 The LLM's :class:`~.reader.Reader` produces one by choosing among the run's names;
 :func:`parse_question` produces another from the same vocabulary by rules. An answer is verified only when both agree (compared by :meth:`Intent.canonical`).
@@ -19,11 +20,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .catalog import ASKABLE_DATASET_METRICS, METRIC_LABELS, Catalog
-from .vocabulary import ALL_MODELS, UNSUPPORTED_PREFIX, Vocabulary, normalise, vocabulary_of
+from .vocabulary import (ALL_MODELS, CHANGE_AGGREGATE_PHRASES, CHANGE_PHRASES, UNSUPPORTED_PREFIX, Vocabulary,
+                         normalise, vocabulary_of)
 
-__all__ = ["AGGREGATES", "SCOPES", "Intent", "is_about_audit", "parse_question"]
+__all__ = ["AGGREGATES", "NO_COMPARISON", "SCOPES", "Intent", "change_not_compared", "is_about_audit",
+           "parse_question", "version_not_compared"]
 
-SCOPES = ("dataset", "batch", "image")
+SCOPES = ("dataset", "batch", "image", "change")
 AGGREGATES = ("macro", "micro", "max", "min")
 
 _AGGREGATE_WORDS = (
@@ -62,8 +65,9 @@ class Intent:
         batch = self.batch if self.scope == "batch" else None
         image = self.image if self.scope == "image" else None
         aggregate = self.aggregate
-        one_unit = self.scope == "dataset" or batch is not None or image is not None
-        if aggregate == "micro" and (image is not None or all(m in ASKABLE_DATASET_METRICS for m in metrics)):
+        one_unit = self.scope in ("dataset", "change") or batch is not None or image is not None
+        if aggregate == "micro" and self.scope != "change" and (
+                image is not None or all(m in ASKABLE_DATASET_METRICS for m in metrics)):
             aggregate = "macro"  # one image, or a figure with a single averaging: nothing to pool
         if aggregate in ("max", "min") and one_unit and len(models) == 1:
             aggregate = "macro"  # ranking one model against itself is just its value
@@ -76,7 +80,7 @@ class Intent:
 
     def describe(self) -> str:
         """A short human reading of the intent, shown when two readings disagree."""
-        where = {"dataset": "test set", "batch": f"batch {self.batch}" if self.batch is not None else "every batch",
+        where = {"dataset": "test set", "change": "change since the previous version", "batch": f"batch {self.batch}" if self.batch is not None else "every batch",
                  "image": f"image {self.image}" if self.image is not None else "every image"}[self.scope]
         metrics = ", ".join(METRIC_LABELS.get(m, m) for m in self.metrics)
         return f"{metrics} ({self.aggregate}) of {', '.join(self.models)} on {where}"
@@ -163,22 +167,61 @@ def _find_unsupported(text: str, catalog: Catalog) -> tuple[str, list[str]]:
     return text, list(dict.fromkeys(name for _, name in sorted(found)))
 
 
+NO_COMPARISON = "a previous version (this run stores no comparison with one)"
+
+
+_VERSION = re.compile(r"\b(?:v\s?0*(\d{1,4})|version\s*(?:#|no\.?|number)?\s*v?0*(\d{1,4}))\b")
+_CHANGE = re.compile("|".join(_phrase_pattern(p) for p in sorted(CHANGE_PHRASES, key=len, reverse=True)))
+_CHANGE_RANK = tuple((key, re.compile("|".join(_phrase_pattern(p) for p in phrases)))
+                     for key, phrases in CHANGE_AGGREGATE_PHRASES.items())
+
+
+def _change_scope(rest: str, catalog: Catalog) -> tuple[bool, list[str]]:
+    """Whether the question asks how figures changed between versions, and what it names that
+    the store lacks (a version it was not compared with, or no comparison at all)."""
+    versions = [int(a or b) for a, b in _VERSION.findall(rest)]
+    if not versions and not _CHANGE.search(rest):
+        return False, []
+    if catalog.against is None:
+        return True, [NO_COMPARISON]
+    against = int(catalog.against.lstrip("v"))
+    return True, [version_not_compared(n, catalog) for n in dict.fromkeys(versions) if n != against]
+
+
+def version_not_compared(number: int, catalog: Catalog) -> str:
+    """What "not found" says for a version the stored comparison is not against."""
+    return f"version v{number:03d}"
+
+
 def parse_question(question: str, catalog: Catalog) -> Intent:
     """Read a question with rules and synonyms only (no model), against ``catalog``."""
     text = _norm(question)
     models, missing, rest = _find_models(text, catalog)
 
     scope, batch, image = "dataset", None, None
-    m = re.search(r"\bbatch(?:es)?\s*(?:#|no\.?|number|index|id)?\s*(\d+)\b", rest)
+    is_change, change_missing = _change_scope(rest, catalog)
+    if is_change:
+        scope = "change"
+        missing += change_missing
+        rest = _VERSION.sub(" ", rest)
+        for unit in ("batch", "image"):
+            if re.search(rf"\b{unit}(?:es|s)?\s*(?:#|no\.?|number)?\s*\d+\b", rest) or \
+                    re.search(_RANKED.format(unit=unit), rest):
+                missing.append(f"a change per {unit} (versions are compared over the whole test set)")
+    m = None if is_change else re.search(r"\bbatch(?:es)?\s*(?:#|no\.?|number|index|id)?\s*(\d+)\b", rest)
     if m:
         scope, batch = "batch", int(m.group(1))
         if batch not in catalog.batches:
             missing.append(f"batch {batch}")
+    elif is_change:
+        pass
     elif re.search(_RANKED.format(unit="batch"), rest):
         scope = "batch"
     raw_words = re.findall(r"[A-Za-z0-9][A-Za-z0-9_.\-]*[A-Za-z0-9]", question)
     ids = [w for w in raw_words if catalog.image(w)]
-    if ids and scope == "dataset":
+    if ids and scope == "change":
+        missing.append("a change per image (versions are compared over the whole test set)")
+    elif ids and scope == "dataset":
         scope, image = "image", catalog.image(ids[0])
     elif scope == "dataset":
         m2 = re.search(r"\bimage\s+(?:id\s+)?([A-Za-z0-9][A-Za-z0-9_.\-]*)", question, re.IGNORECASE)
@@ -195,16 +238,27 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
     unknown_metrics = [m for m in metrics if m not in catalog.metrics] + unsupported
     missing += [f"metric {METRIC_LABELS.get(m, m)}" for m in unknown_metrics]
     metrics = [m for m in metrics if m in catalog.metrics] or (["dice"] if not unknown_metrics else [])
-    if scope != "dataset":
+    if scope == "change" and catalog.against:
+        missing += [change_not_compared(mtr, catalog) for mtr in metrics if mtr not in catalog.compared]
+    elif scope != "dataset":
         for mtr in metrics:
             if mtr in ASKABLE_DATASET_METRICS:
                 missing.append(f"{METRIC_LABELS[mtr]} per {scope} (recorded for the whole test set only)")
 
     aggregate = "macro"
-    for key, pattern in _AGGREGATE_WORDS:
-        if re.search(rf"\b(?:{pattern})\b", rest):
-            aggregate = key
-            break
+    if scope == "change":
+        # A change is ranked by its own words ("dropped most"); "worse" or "better" alone
+        # say which way it went, not that models are ranked.
+        aggregate = next((key for key, pattern in _CHANGE_RANK if pattern.search(rest)), "macro")
+        if re.search(rf"\b(?:{dict(_AGGREGATE_WORDS)['micro']})\b", rest):
+            aggregate = "micro"
+    else:
+        for key, pattern in _AGGREGATE_WORDS:
+            if re.search(rf"\b(?:{pattern})\b", rest):
+                aggregate = key
+                break
+    if scope == "change" and aggregate == "micro":
+        missing.append("a pooled-pixel change (versions are compared on image means)")
 
     if not models and not any(x.startswith(("model", "the ")) or "optimized model" in x for x in missing):
         models = catalog.model_names  # no model named: the question is about all of them
@@ -212,11 +266,17 @@ def parse_question(question: str, catalog: Catalog) -> Intent:
                   tuple(dict.fromkeys(missing)))
 
 
+def change_not_compared(metric: str, catalog: Catalog) -> str:
+    """What "not found" says for the change of a metric the stored comparison does not hold."""
+    compared = ", ".join(METRIC_LABELS.get(m, m) for m in catalog.compared) or "none"
+    return f"a change in {METRIC_LABELS.get(metric, metric)} (versions are compared on {compared})"
+
+
 # Words that make a question about an audit even when it names nothing the vocabulary lists
 # ("how well do the models do?").
 _AUDIT_WORDS = re.compile(r"\b(?:models?|variants?|networks?|batch(?:es)?|images?|audit|scores?|scored|metrics?|"
                           r"segment\w*|lesions?|masks?|perform\w*|results?|accura\w*|predict\w*|test set|"
-                          r"dataset|version|failures?|pixels?|errors?|false positives?|false negatives?)\b")
+                          r"dataset|versions?|failures?|pixels?|errors?|false positives?|false negatives?)\b")
 
 
 def is_about_audit(question: str, catalog: Catalog) -> bool:

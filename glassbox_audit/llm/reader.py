@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalog import ASKABLE_DATASET_METRICS, METRIC_LABELS, Catalog
-from .intent import Intent
+from .intent import NO_COMPARISON, Intent, change_not_compared, version_not_compared
 from .scorer import Scorer
 from .vocabulary import ALL_MODELS, NOT_STATED, UNSUPPORTED_PREFIX, Vocabulary, normalise, vocabulary_of
 
@@ -96,7 +96,7 @@ def tuned_system(c: Catalog) -> str:
     glossary an untuned model needs are gone, which is most of the speed."""
     models = ", ".join(f"{m.number} {normalise(m.name)}" for m in c.models)
     batches = f"{c.batches[0]} to {c.batches[-1]}" if c.batches else "none"
-    return f"models: {models}\nbatches: {batches}\n"
+    return f"models: {models}\nbatches: {batches}\nprevious version: {c.against or 'none'}\n"
 
 
 def tuned_pieces(c: Catalog, example: "Example") -> list[tuple[str, bool]]:
@@ -299,7 +299,8 @@ class Reader:
             "model-unknown": entries({UNKNOWN_MODEL: ("other model",)}),
             "metric": entries(v.metrics, (("*not stated*", "not stated"),)),
             "averaging": entries(v.aggregates, (("*not stated*", "not stated"),)),
-            "part-fixed": entries({"dataset": _DATASET_PART, **{f"rank:{u}": ps for u, ps in v.ranked_units.items()}},
+            "part-fixed": entries({"dataset": _DATASET_PART, "change": v.change,
+                                   **{f"rank:{u}": ps for u, ps in v.ranked_units.items()}},
                                   (("*not stated*", "not stated"),)),
         }
 
@@ -383,6 +384,12 @@ class Reader:
         for n in numbers:
             for form in (f"batch {n}", f"batch #{n}", f"batch no. {n}", f"batch number {n}"):
                 entries.append((f"batch:{n}", form, s.tokenize(" " + form, bos=False)))
+        # Versions the question names that the stored comparison is not against ("since v007").
+        against = int(c.against.lstrip("v")) if c.against else None
+        for n in sorted({int(a or b) for a, b in re.findall(r"\bv0*(\d{1,4})\b|\bversion 0*(\d{1,4})\b",
+                                                            self._question)} - {against}):
+            for form in (f"since v{n:03d}", f"v{n:03d}", f"since v{n}", f"v{n}", f"version {n}", f"since version {n}"):
+                entries.append((f"version:{n}", form, s.tokenize(" " + form, bos=False)))
         ids = [i.lower() for i in c.images]
         extra = [w for w in re.findall(r"[a-z0-9][a-z0-9_.\-]*[a-z0-9]", self._question)
                  if re.search(r"\d", w) and re.search(r"[a-z_]", w) and w not in ids]
@@ -517,8 +524,18 @@ class Reader:
                 missing.append(f"image {ident}")
         elif part.startswith("rank:"):
             scope = part.split(":", 1)[1]
+        elif part == "change" or part.startswith("version:"):
+            scope = "change"
+            if part.startswith("version:"):
+                missing.append(version_not_compared(int(part.split(":", 1)[1]), c))
+            elif c.against is None:
+                missing.append(NO_COMPARISON)
         aggregate = "macro" if avg == NOT_STATED else avg
-        if scope != "dataset":
+        if scope == "change":
+            missing += [change_not_compared(m, c) for m in metrics if m not in c.compared and c.against]
+            if aggregate == "micro":
+                missing.append("a pooled-pixel change (versions are compared on image means)")
+        elif scope != "dataset":
             missing += [f"{METRIC_LABELS[m]} per {scope} (recorded for the whole test set only)"
                         for m in metrics if m in ASKABLE_DATASET_METRICS]
         intent = Intent(names, scope, batch, image, tuple(metrics) or ("dice",), aggregate, tuple(missing))

@@ -3,7 +3,7 @@
 Built from a :class:`~.catalog.Catalog` alone, never from example questions: each model's
 name with its spellings (hyphens, -ise/-ize), its number and ordinal, and descriptions taken
 from its loss settings; each metric's registry synonyms with their spellings; the averaging
-and ranking words; and the metrics people ask about that no run stores. The LLM reader scores
+and ranking words; the words of a question about the change since the previous version; and the metrics people ask about that no run stores. The LLM reader scores
 these phrases as continuations; the rule parser looks for them in the question. Phrases are
 in :func:`normalise`\\ d form (lower case, one kind of dash, single spaces).
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..metrics import REGISTRY, UNSUPPORTED_METRICS
 from .catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, Catalog, ModelRef
 
-__all__ = ["ALL_MODELS", "NOT_STATED", "UNSUPPORTED_PREFIX", "Vocabulary", "normalise", "spellings", "vocabulary_of"]
+__all__ = ["ALL_MODELS", "CHANGE_AGGREGATE_PHRASES", "CHANGE_PHRASES", "NOT_STATED", "UNSUPPORTED_PREFIX", "Vocabulary", "normalise", "spellings", "vocabulary_of"]
 
 ALL_MODELS = "*all*"  # the question is about every model ("each model", "which model")
 NOT_STATED = "*not stated*"  # the field is not mentioned: its default applies
@@ -31,13 +31,41 @@ ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "
 NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight")
 _UNIT_WORDS = ("model", "variant", "network", "net", "one")
 
+# A question about the change since the previous version ("did Dice drop since v001?"): the
+# stored comparison answers it. The version itself ("since v001") is added per run.
+CHANGE_PHRASES = ("since the previous version", "since the last version", "since the prior version",
+                  "compared with the previous version", "compared to the previous version",
+                  "than the previous version", "than the last version", "vs the previous version",
+                  "versus the previous version", "from the previous version", "against the previous version",
+                  "since the previous run", "since the last run", "than the last run", "than last time",
+                  "since last time", "since last night", "since yesterday", "since the last audit",
+                  "since the previous audit", "previous version", "last version", "prior version", "previous run",
+                  "last run", "last nightly", "the nightly before", "between versions", "between the versions",
+                  "version to version", "drop", "dropped", "fall", "fell", "decline", "declined", "decrease",
+                  "decreased", "improve", "improved", "increase", "increased", "change", "changed", "regress",
+                  "regressed", "regression", "get worse", "got worse", "get better", "got better", "delta",
+                  "went down", "gone down", "go down", "went up", "gone up", "go up", "lost", "gained")
+# "which model's Dice dropped most": rankings of the change itself.
+CHANGE_AGGREGATE_PHRASES: dict[str, tuple[str, ...]] = {
+    "max": ("improved most", "improved the most", "most improved", "gained most", "gained the most",
+            "biggest gain", "largest gain", "biggest improvement", "largest improvement", "rose most",
+            "rose the most", "increased most", "increased the most"),
+    "min": ("dropped most", "dropped the most", "biggest drop", "largest drop", "fell most", "fell the most",
+            "declined most", "declined the most", "biggest decline", "largest decline", "lost most",
+            "lost the most", "regressed most", "regressed the most", "decreased most", "decreased the most",
+            "worst regression", "biggest regression"),
+}
+
 AGGREGATE_PHRASES: dict[str, tuple[str, ...]] = {
     "micro": ("pixel-pooled", "pooled", "micro", "micro-averaged", "micro average", "over all pixels",
               "all pixels together", "pixel level", "pixel-level", "pooled over pixels", "pooling pixels"),
     "macro": ("image mean", "macro", "macro-averaged", "macro average", "mean over images", "per-image mean",
-              "averaged over images", "per-image average", "average over images", "image-averaged"),
-    "max": ("highest", "best", "maximum", "max", "top", "largest", "greatest", "strongest", "higher", "better"),
-    "min": ("lowest", "worst", "minimum", "min", "smallest", "poorest", "weakest", "lower", "worse"),
+              "averaged over images", "per-image average", "average over images", "image-averaged",
+              "image-mean"),
+    "max": ("highest", "best", "maximum", "max", "top", "largest", "greatest", "strongest", "higher", "better",
+            *CHANGE_AGGREGATE_PHRASES["max"]),
+    "min": ("lowest", "worst", "minimum", "min", "smallest", "poorest", "weakest", "lower", "worse",
+            *CHANGE_AGGREGATE_PHRASES["min"]),
 }
 ALL_MODEL_PHRASES = ("each model", "every model", "all models", "all the models", "all three models",
                      "the models", "each variant", "every variant", "all variants", "all three",
@@ -138,6 +166,7 @@ class Vocabulary:
     metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # metric, unstored, or ?unsupported
     aggregates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(AGGREGATE_PHRASES))
     ranked_units: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(RANKED_UNIT_PHRASES))
+    change: tuple[str, ...] = ()  # the change since the previous version, with its name ("since v001")
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> "Vocabulary":
@@ -162,6 +191,14 @@ class Vocabulary:
             key = m.same_as or m.name
             phrases = [*m.synonyms, m.label, m.phrase, m.name.replace("_", " ")]
             v.metrics[key] = tuple(dict.fromkeys(v.metrics.get(key, ()) + tuple(s for p in phrases for s in spellings(p))))
+        if catalog.against:
+            n = int(catalog.against.lstrip("v"))
+            versions = (catalog.against, f"v{n}", f"version {n}", f"version {catalog.against}")
+            named = [f"{w} {x}" for x in versions for w in ("since", "compared with", "compared to", "than", "vs",
+                                                             "versus", "from")]
+            v.change = tuple(dict.fromkeys(s for p in (*named, *versions, *CHANGE_PHRASES) for s in spellings(p)))
+        else:
+            v.change = tuple(dict.fromkeys(s for p in CHANGE_PHRASES for s in spellings(p)))
         for name, phrases in UNSUPPORTED_METRICS.items():
             v.metrics[UNSUPPORTED_PREFIX + name] = tuple(dict.fromkeys(s for p in phrases for s in spellings(p)))
         return v

@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from glassbox_audit.llm.catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, Catalog, ModelRef  # noqa: E402
+from glassbox_audit.metrics import COMPARED_METRICS  # noqa: E402
 from glassbox_audit.llm.reader import Example, tuned_pieces  # noqa: E402
-from glassbox_audit.llm.vocabulary import ALL_MODELS, UNSUPPORTED_PREFIX, Vocabulary, normalise  # noqa: E402
+from glassbox_audit.llm.vocabulary import (AGGREGATE_PHRASES, ALL_MODELS, CHANGE_AGGREGATE_PHRASES, UNSUPPORTED_PREFIX, Vocabulary,  # noqa: E402
+                                           normalise)
 
 # -- random catalogs --------------------------------------------------------------------------
 _STANDARD = (("precision-optimized", {"kind": "tversky", "alpha": 0.7, "beta": 0.3}, "Tversky loss weighting false positives"),
@@ -65,7 +67,12 @@ def random_catalog(rng: random.Random) -> Catalog:
     first = rng.randint(0, 5000)
     images = [style.format(first + k * rng.randint(1, 3)) for k in range(rng.randint(8, 120))]
     images = list(dict.fromkeys(images))
-    return Catalog(Path("-"), "run", "audit", 1, models, metrics, batches, images)
+    version, against, compared = 1, None, []
+    if rng.random() < 0.6:  # a nightly run with its stored comparison
+        version = rng.randint(2, 40)
+        against = f"v{(version - 1 if rng.random() < 0.85 else rng.randint(1, version - 1)):03d}"
+        compared = [m for m in COMPARED_METRICS if m in metrics]
+    return Catalog(Path("-"), "run", "audit", version, models, metrics, batches, images, against, compared)
 
 
 # -- questions --------------------------------------------------------------------------------
@@ -118,8 +125,85 @@ _UNKNOWN_NAMES = ("speed-optimized", "fastest", "gpt-4", "resnet", "old", "blue"
                   "experimental", "unet-xl", "legacy", "commercial", "nnunet")
 
 
+_CHANGE_ONE = ("did {model}'s {metric} {verb}{since}", "has the {metric} of {model} {verbed}{since}",
+               "did {model} {verb} on {metric}{since}", "how did {model}'s {metric} change{since}",
+               "{metric} of {model}{since}", "what is the {metric} change for {model}{since}",
+               "is {model}'s {metric} better or worse{since}", "{model}: {metric} delta{since}",
+               "did the {metric} {verb} for {model}{since}", "{since_lead}{metric} of {model}",
+               "has {model} {verbed} in {metric}{since}", "how much did {model}'s {metric} {verb}{since}")
+_CHANGE_ALL = ("did {metric} {verb} for {allm}{since}", "how did the {metric} of {allm} change{since}",
+               "{metric} change for {allm}{since}", "{since_lead}{metric} of {allm}")
+_CHANGE_RANK_VERB = ("which model's {metric} {dir}{since}", "{whichm} {dir} in {metric}{since}",
+                     "on {metric}, {whichm} {dir}{since}", "{whichm} {dir} on {metric}{since}")
+_CHANGE_RANK_NOUN = ("{whichm} had the {dir} in {metric}{since}", "{dir} in {metric}{since}: {whichm}",
+                     "{whichm} shows the {dir} in {metric}{since}", "{whichm} has the {dir} of {metric}{since}")
+# Ranking words of questions that are not about a change ("highest", not "dropped most").
+_PLAIN_AGGREGATES = {k: tuple(p for p in ps if p not in CHANGE_AGGREGATE_PHRASES.get(k, ()))
+                     for k, ps in AGGREGATE_PHRASES.items()}
+# Change words the vocabulary lists, as a verb after "did" and after "has".
+_VERBS = (("drop", "dropped"), ("fall", "fallen"), ("decline", "declined"), ("decrease", "decreased"),
+          ("improve", "improved"), ("increase", "increased"), ("change", "changed"), ("regress", "regressed"),
+          ("get worse", "got worse"), ("get better", "got better"), ("go down", "gone down"), ("go up", "gone up"))
+
+
 def _p(rng, phrases):
     return rng.choice(phrases)
+
+
+def _change(rng: random.Random, v: Vocabulary, model_phrase, metric_phrase) -> Example:
+    """A question about the change since the previous version. The part line copies the
+    question's reference to the version ("since v004", "since the last run"), else its change word."""
+    c = v.catalog
+    names = c.model_names
+    metrics = c.compared or list(c.metrics)
+    if rng.random() < 0.08:  # a metric the comparison does not hold
+        metrics = [m for m in c.metrics if m not in c.compared] or metrics
+    mk = rng.choice(metrics)
+    mp = metric_phrase(mk)
+    verb, verbed = rng.choice(_VERBS)
+    since_phrases = [p for p in v.change if p.startswith(("since ", "compared ", "than ", "vs ", "versus ", "from ",
+                                                         "against ", "between "))]
+    since, line = "", ""
+    r = rng.random()
+    if r < 0.12 and c.against:  # a version the run is not compared with
+        n = int(c.against[1:]) + rng.choice((-1, 1)) * rng.randint(1, 6)
+        n = n if n > 0 and n != int(c.against[1:]) else int(c.against[1:]) + 2
+        line = _p(rng, (f"since v{n:03d}", f"since v{n}", f"since version {n}"))
+        since = " " + line
+    elif r < 0.75:
+        line = _p(rng, since_phrases)
+        since = " " + line
+    kind = rng.random()
+    avg = "not stated"
+    if kind < 0.6:
+        mp_model = model_phrase(rng.choice(names))
+        t = _p(rng, _CHANGE_ONE)
+        models = (mp_model,)
+    elif kind < 0.8 or len(names) < 2:
+        mp_model = _p(rng, [p for p in v.models[ALL_MODELS] if not p.startswith(("which", "what", "per", "among",
+                                                                                   "across"))])
+        t = _p(rng, _CHANGE_ALL)
+        models = (mp_model,)
+    else:
+        d = rng.choice(("max", "min"))
+        avg = _p(rng, CHANGE_AGGREGATE_PHRASES[d])
+        whichm = _p(rng, ("which model", "which variant", "what model", "which network"))
+        noun = avg.startswith(("biggest", "largest", "worst", "most"))
+        t = _p(rng, _CHANGE_RANK_NOUN if noun else _CHANGE_RANK_VERB)
+        models = (whichm if "{whichm}" in t else "which model",)
+        mp_model = ""
+        t = t.replace("{dir}", avg)
+    if "{since_lead}" in t:
+        if not since:
+            line = _p(rng, since_phrases)
+        t = t.replace("{since_lead}", line + ": ")
+        since = ""
+    q = t.format(model=mp_model, metric=mp, verb=verb, verbed=verbed, since=since, allm=mp_model, whichm=models[0])
+    if not line:  # no version named: the part is the change word the question used
+        words = normalise(q)
+        line = next((p for p in sorted(v.change, key=len, reverse=True)
+                     if re.search(rf"(?<![a-z0-9]){re.escape(p)}(?![a-z0-9])", words)), "not stated")
+    return Example(q, models=models, metrics=(mp,), part=line, averaging=avg)
 
 
 def _part(rng: random.Random, c: Catalog) -> tuple[str, str, str]:
@@ -155,6 +239,16 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
     def model_phrase(name: str) -> str:
         return _p(rng, v.models[name])
 
+    def model_ref(name: str) -> tuple[str, str]:
+        """(how the question names the model, the phrase the model line copies): "the" is
+        often put before a phrase that lacks it ("the precision model")."""
+        phrase = model_phrase(name)
+        words = phrase.split()
+        if words[0] != "the" and words[-1] in ("model", "variant", "network", "net", "one") and \
+                words[0] not in ("model", "variant", "network", "net") and rng.random() < 0.4:
+            return "the " + phrase, phrase
+        return phrase, phrase
+
     def metric_key(image_only: bool) -> str:
         r = rng.random()
         if r < 0.07 and unsupported:
@@ -170,6 +264,10 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
 
     kind = rng.random()
     avg_phrase = "not stated"
+    if kind < 0.09:
+        ex = _change(rng, v, lambda n: model_ref(n)[1], lambda k: _p(rng, v.metrics[k]))
+        return Example(wrap(ex.question), models=ex.models, metrics=ex.metrics, part=ex.part, averaging=ex.averaging)
+    kind = (kind - 0.09) / 0.91
     if kind < 0.06:
         return Example(wrap(_p(rng, _OFF_TOPIC)), about="no")
     if kind < 0.10:  # a model this run does not hold
@@ -187,20 +285,20 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         return Example(wrap(t.format(metric=mp, model=ref)), models=(target,), metrics=(mp,))
     if kind < 0.50:
         model = rng.choice(names)
-        mp_model = model_phrase(model)
+        said, mp_model = model_ref(model)
         mk = metric_key(False)
         image_level = mk in image_metrics
         part, part_lead, part_line = _part(rng, c) if image_level else ("", "", "not stated")
         mp = _p(rng, v.metrics[mk])
         if rng.random() < 0.2 and image_level and not part_line.startswith(("image", c.images[0][:2].lower())):
             agg = rng.choice(("micro", "macro"))
-            avg_phrase = _p(rng, v.aggregates[agg])
+            avg_phrase = _p(rng, _PLAIN_AGGREGATES[agg])
             t = _p(rng, _VALUE_AVG)
         else:
             t = _p(rng, _VALUE)
         if "{part_lead}" in t and not part_lead:
             t = t.replace("{part_lead}", "")
-        q = t.format(metric=mp, model=mp_model, part=part, part_lead=part_lead, avg=avg_phrase)
+        q = t.format(metric=mp, model=said, part=part, part_lead=part_lead, avg=avg_phrase)
         return Example(wrap(q), models=(mp_model,), metrics=(mp,), part=part_line, averaging=avg_phrase)
     if kind < 0.56:
         mk = metric_key(False)
@@ -219,7 +317,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         mk = metric_key(False)
         mp = _p(rng, v.metrics[mk])
         d = rng.choice(("max", "min"))
-        dp = _p(rng, v.aggregates[d])
+        dp = _p(rng, _PLAIN_AGGREGATES[d])
         whichm = _p(rng, ("which model", "which variant", "what model", "which network"))
         amongm = _p(rng, ("among the models", "across models", "of all models", "per model"))
         part, _, part_line = ("", "", "not stated")
@@ -237,7 +335,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         mp = _p(rng, v.metrics[mk])
         unit = rng.choice(("batch", "image"))
         d = rng.choice(("max", "min"))
-        dp = _p(rng, v.aggregates[d][:6])
+        dp = _p(rng, _PLAIN_AGGREGATES[d][:6])
         t = _p(rng, _RANK_UNITS)
         dirw = "best" if d == "max" else "worst"
         q = t.format(unit=unit, dir=dp, dirw=dirw, metric=mp, model=mp_model)
@@ -276,10 +374,10 @@ def benchmark_questions() -> set[str]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     sys.path.insert(0, str(ROOT / "tests"))
     import llm_bench
-    from llm_testdb import build_audit_db
+    from llm_testdb import build_compared_db
 
     with tempfile.TemporaryDirectory() as tmp:
-        c = Catalog.load(build_audit_db(Path(tmp) / "audit.sqlite"))
+        c = Catalog.load(build_compared_db(Path(tmp)))
         return {normalise(q) for q, _ in llm_bench.generated(c) + llm_bench.handwritten(c)}
 
 
