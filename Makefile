@@ -53,7 +53,7 @@ reader-adapter: $(STAMP)
 	$(BIN)/python tools/reader_adapter/make_data.py --out $(READER_RUN)/data.jsonl --n 8000
 	base=$$($(BIN)/python -c "from glassbox_audit.config import LlmConfig; from glassbox_audit.llm.runtime import resolve_model; print(resolve_model(LlmConfig(model='smollm2-135m-instruct', adapter=False)).path)") && \
 	$(TRAIN_VENV)/bin/python tools/reader_adapter/train.py --data $(READER_RUN)/data.jsonl --gguf $$base \
-	  --out $(READER_RUN)/run --limit 4800 --batch 16 --epochs 1 --lr 2e-3 --warmup 20 && \
+	  --out $(READER_RUN)/run --batch 16 --epochs 1 --lr 2e-3 --warmup 20 && \
 	$(TRAIN_VENV)/bin/python tools/reader_adapter/export.py --adapter $(READER_RUN)/run/adapter.pt --gguf $$base \
 	  --data $(READER_RUN)/data.jsonl --loss $(READER_RUN)/run/loss.jsonl --out $(ADAPTER)
 	@echo "pin the printed sha256 as READER_ADAPTER_SHA256 in glassbox_audit/llm/runtime.py"

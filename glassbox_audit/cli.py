@@ -171,7 +171,7 @@ def run(no_pdf, fail_on_regression, executor_kind, scheduler, n_workers, externa
     extra.update(_model_flags(external, unsafe_load))
     extra.update(_executor_flags(executor_kind, scheduler, n_workers))
     cfg = _config(**opts, **extra)  # before the TensorFlow import: a bad key fails in a second
-    if cfg.llm.enabled and cfg.llm.standard_questions:
+    if cfg.llm.enabled and cfg.llm.asks_questions:
         from .llm.runtime import check_settings
 
         check_settings(cfg.llm)

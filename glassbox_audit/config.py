@@ -409,6 +409,14 @@ def default_questions() -> list[str]:
     ]
 
 
+def default_change_questions() -> list[str]:
+    """Questions a version with a stored comparison (a nightly run, any second version) also answers."""
+    return [
+        "How did the Dice of each model change since the previous version?",
+        "Which model's Dice dropped the most since the previous version?",
+    ]
+
+
 @dataclass
 class LlmConfig:
     """Questions about a run answered by a local GGUF model, each checked against SQL
@@ -431,6 +439,12 @@ class LlmConfig:
     # SmolLM2-135M (2026-12-02; agreement with the rule parser already caught every misreading).
     min_margin: float = 0.0
     standard_questions: list[str] = field(default_factory=default_questions)
+    # Asked besides standard_questions when the version stores a comparison with an earlier one.
+    change_questions: list[str] = field(default_factory=default_change_questions)
+
+    @property
+    def asks_questions(self) -> bool:
+        return bool(self.standard_questions or self.change_questions)
 
     def validate(self, key: str) -> None:
         """What needs no LLM code; ``llm.runtime.check_settings`` checks the model name is known."""
@@ -443,8 +457,8 @@ class LlmConfig:
         _check(256 <= self.n_ctx <= 32768, f"{key}.n_ctx", f"must be in 256..32768, got {self.n_ctx}")
         _check(self.threads >= 0, f"{key}.threads", f"must be 0 (all cores) or positive, got {self.threads}")
         _check(0 <= self.min_margin <= 50, f"{key}.min_margin", f"must be in 0..50, got {self.min_margin}")
-        _check(all(t.strip() for t in self.standard_questions), f"{key}.standard_questions",
-               "must not hold empty questions")
+        for name in ("standard_questions", "change_questions"):
+            _check(all(t.strip() for t in getattr(self, name)), f"{key}.{name}", "must not hold empty questions")
 
 
 @dataclass

@@ -246,7 +246,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
     start = time.perf_counter()
     started_at = _now()
     templates = run_templates(config_to_dict(cfg))
-    if cfg.llm.enabled and cfg.llm.standard_questions:
+    if cfg.llm.enabled and cfg.llm.asks_questions:
         from .llm.runtime import check_settings
 
         check_settings(cfg.llm)  # a wrong model name fails now, not after the training
@@ -270,7 +270,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
             store.record_artifacts(run_id, artifacts)
             store.finish_run(run_id, "complete", _now())
 
-        if cfg.llm.enabled and cfg.llm.standard_questions:
+        if cfg.llm.enabled and cfg.llm.asks_questions:
             from .llm import answer_standard_questions
 
             answer_standard_questions(db_path, cfg)

@@ -104,3 +104,53 @@ def test_questions_without_a_change_word_keep_their_scope(catalog):
     assert parse_question("What is the Dice of model 2 on batch 3?", catalog).scope == "batch"
     assert parse_question("which image has the worst recall for model 1?", catalog).scope == "image"
     assert parse_question("What is the Dice of each model?", catalog).scope == "dataset"
+
+
+# -- with the packaged GGUF model (real llama.cpp, no mocks) ----------------------------------
+@pytest.fixture(scope="module")
+def llm():
+    from glassbox_audit.config import LlmConfig
+    from glassbox_audit.llm import load_configured_model
+
+    return load_configured_model(LlmConfig(threads=2))
+
+
+@pytest.mark.parametrize("question, models, metrics, aggregate", [
+    ("Did the balanced model's Dice drop since the previous version?", ("balanced",), ("dice",), "macro"),
+    ("has the recall of model 3 changed since v001?", ("recall-optimized",), ("recall",), "macro"),
+    ("Which model's IoU dropped the most since the last version?", ALL, ("iou",), "min"),
+    ("how did the precision of each model change since the previous run?", ALL, ("precision",), "macro"),
+])
+def test_the_llm_reader_alone_reads_change_questions(llm, db, catalog, question, models, metrics, aggregate):
+    from glassbox_audit.llm.intent import Intent
+
+    ans = answer_question(question, db, llm, catalog, use_parser=False)
+    want = Intent(models, "change", None, None, metrics, aggregate).canonical(catalog)
+    assert ans.llm_intent.canonical(catalog) == want, ans.raw_output
+    assert ans.status == "needs review"  # one reading alone is never verified
+
+
+def test_a_change_question_both_readers_agree_on_is_verified_with_the_stored_deltas(llm, db, catalog):
+    ans = answer_question("How did the Dice of each model change since the previous version?", db, llm, catalog)
+    assert ans.status == "verified", ans.sentence
+    assert {v.model: v.value for v in ans.values} == {m: _stored(db, m, "dice")["delta"] for m in ALL}
+
+
+def test_the_llm_reader_alone_finds_a_version_the_run_is_not_compared_with(llm, db, catalog):
+    ans = answer_question("Did the Dice of model 2 drop since v007?", db, llm, catalog, use_parser=False)
+    assert ans.status == "not found" and not ans.values and "v007" in ans.sentence
+
+
+def test_a_version_with_a_comparison_also_answers_the_change_questions(llm, db, tmp_path):
+    import shutil
+
+    from glassbox_audit.config import load_config
+    from glassbox_audit.llm import answer_standard_questions
+
+    copy = shutil.copy(db, tmp_path / "audit.sqlite")
+    cfg = load_config(overrides=["llm.threads=2", 'llm.standard_questions=["What is the Dice of each model?"]'])
+    answers = answer_standard_questions(copy, cfg)
+    assert [a.question for a in answers] == cfg.llm.standard_questions + cfg.llm.change_questions
+    assert all(a.intent.scope == "change" for a in answers[1:])
+    first = build_audit_db(tmp_path / "first.sqlite")
+    assert [a.question for a in answer_standard_questions(first, cfg)] == cfg.llm.standard_questions

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sqlite3
 
@@ -123,6 +124,16 @@ def test_candidates_scored_together_score_as_each_would_alone(llm):
             s.rollback(mark)
             assert got.logprob == pytest.approx(alone, abs=2e-3) and got.follow[0] == pytest.approx(end, abs=2e-3)
         assert s.score(cands, follow=[nl]) == together  # sequence 0 was left as it was
+        # Level by level with a beam: the survivors score exactly as in one call; the rest
+        # fell more than the beam behind the best candidate so far at some token.
+        beamed = s.score(cands, follow=[nl], beam=2.0)
+        kept = [b.logprob > -math.inf for b in beamed]
+        assert kept[0] and not all(kept)
+        for b, t in zip(beamed, together):
+            if b.logprob > -math.inf:
+                assert b.logprob == pytest.approx(t.logprob, abs=2e-3)
+                assert b.follow[0] == pytest.approx(t.follow[0], abs=2e-3)
+        assert s.score(cands, follow=[nl]) == together
     s.close()
 
 

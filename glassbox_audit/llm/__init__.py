@@ -60,13 +60,14 @@ def ask(question: str, db_path: str | Path, llm_cfg: Any, models_dir: str | Path
 
 
 def answer_standard_questions(db_path: str | Path, cfg: Any) -> list[Answer]:
-    """Answer ``cfg.llm.standard_questions`` into the run database ``db_path`` (before sealing).
+    """Answer ``cfg.llm.standard_questions`` into the run database ``db_path`` (before sealing),
+    and ``cfg.llm.change_questions`` when the run stores a comparison with an earlier version.
 
     A model that cannot be had (not installed, hash mismatch) does not stop the audit: the
     questions are still answered by the parser alone and logged as ``needs review`` with the
     reason, so the dossier shows what happened.
     """
-    if not cfg.llm.enabled or not cfg.llm.standard_questions:
+    if not cfg.llm.enabled or not cfg.llm.asks_questions:
         return []
     catalog = Catalog.load(db_path)
     llm: LocalLLM | None = None
@@ -77,7 +78,7 @@ def answer_standard_questions(db_path: str | Path, cfg: Any) -> list[Answer]:
         reason = str(exc)
         log.warning("llm: %s; standard questions answered by the parser alone", reason)
     answers = []
-    for q in cfg.llm.standard_questions:
+    for q in cfg.llm.standard_questions + (cfg.llm.change_questions if catalog.against else []):
         ans = answer_question(q, db_path, llm, catalog, min_margin=cfg.llm.min_margin, source="standard")
         if reason:
             ans.llm_error = reason

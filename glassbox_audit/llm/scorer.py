@@ -272,7 +272,8 @@ class Scorer:
 
     # -- candidates -------------------------------------------------------------------------
     def score(self, candidates: Sequence[Sequence[int]], follow: Sequence[int] = (),
-              first_margin: float | None = None, seq: int = 0, keep: Sequence[bool] | None = None) -> list[Scored]:
+              first_margin: float | None = None, seq: int = 0, keep: Sequence[bool] | None = None,
+              beam: float | None = None) -> list[Scored]:
         """Each candidate's log-likelihood after sequence 0, in batched calls; sequence 0 is unchanged.
 
         The candidates are decoded as a token trie: a token shared by several candidates'
@@ -284,6 +285,12 @@ class Scorer:
         than the likeliest first token among the candidates is not evaluated (its score is
         ``-inf``); ``keep`` prunes by the caller's own rule (False: not evaluated). What a question names starts where the question starts naming it, so the
         first token carries most of the choice and the rest of the trie is decoded for a few.
+
+        ``beam`` decodes the trie level by level instead, one call per token depth, and before
+        each level drops the candidates whose log-probability so far is more than ``beam``
+        nats below the best candidate's so far (``-inf``, as if pruned): phrases that share a
+        likely first token (" the", " model") but part after it are not decoded to their end.
+        The survivors' scores are exactly those of the one-call trie.
         """
         out: list[Scored | None] = [None] * len(candidates)
         pending = []
@@ -304,6 +311,9 @@ class Scorer:
         width = self.n_seq_max - self.FIRST_CANDIDATE
         for g in range(0, len(pending), width):
             group = pending[g:g + width]
+            if beam is not None:
+                self._score_levels(candidates, group, follow, seq, beam, out)
+                continue
             # Trie node = a distinct token prefix of some candidate (including whole candidates
             # when their follow tokens are wanted): one batch entry each.
             nodes: dict[tuple[int, ...], list[int]] = {}
@@ -345,6 +355,68 @@ class Scorer:
             for s in seq_ids:
                 self._C.llama_memory_seq_rm(self._mem, s, -1, -1)
         return out  # type: ignore[return-value]
+
+    def _score_levels(self, candidates: Sequence[Sequence[int]], group: list[int], follow: Sequence[int], seq: int,
+                      beam: float, out: list) -> None:
+        """``score`` with ``beam``: the candidates of ``group`` (at most one per free sequence)."""
+        base = self._seqs[seq]
+        seq_of = {i: s for s, i in enumerate(group, start=self.FIRST_CANDIDATE)}
+        for s in seq_of.values():
+            self._C.llama_memory_seq_cp(self._mem, seq, s, -1, -1)
+        cands = {i: tuple(candidates[i]) for i in group}
+        total = {i: float(base.logprobs[cands[i][0]]) for i in group}
+        alive, done, depth = set(group), set(), 1  # every live candidate has ``depth`` tokens scored
+
+        def finish(i: int, after: tuple[float, ...]) -> None:
+            out[i] = Scored(total[i], len(cands[i]), after)
+            alive.discard(i)
+            done.add(i)
+
+        try:
+            while alive:
+                # The leader so far (live or scored to its end) is never dropped.
+                best = max(total[i] for i in alive | done)
+                for i in [i for i in alive if total[i] < best - beam]:
+                    alive.discard(i)
+                    out[i] = Scored(-math.inf, len(cands[i]), tuple(-math.inf for _ in follow))
+                for i in [i for i in alive if not follow and len(cands[i]) == depth]:
+                    finish(i, ())
+                if not alive:
+                    break
+                # One call per level: the last token of each live prefix of ``depth`` tokens, once
+                # per distinct prefix, in the sequences of every candidate sharing it. The last
+                # candidate standing is decoded to its end in the same call.
+                last = len(alive) == 1
+                nodes: dict[tuple[int, ...], list[int]] = {}
+                for i in sorted(alive):
+                    deepest = len(cands[i]) if follow else len(cands[i]) - 1
+                    for d in range(depth, (deepest if last else depth) + 1):
+                        nodes.setdefault(cands[i][:d], []).append(seq_of[i])
+                b = self._batch
+                order = list(nodes)
+                b.n_tokens = len(order)
+                for r, key in enumerate(order):
+                    b.token[r], b.pos[r], b.logits[r] = key[-1], base.n_past + len(key) - 1, True
+                    b.n_seq_id[r] = len(nodes[key])
+                    for k, s in enumerate(nodes[key]):
+                        b.seq_id[r][k] = s
+                self._run_batch(len(order))
+                rows = {key: self._row(r) for r, key in enumerate(order)}
+                for i in list(alive):
+                    d = depth
+                    while cands[i][:d] in rows:
+                        row = rows[cands[i][:d]]
+                        if d == len(cands[i]):
+                            finish(i, tuple(float(row[f]) for f in follow))
+                            break
+                        total[i] += float(row[cands[i][d]])
+                        d += 1
+                    if i in alive and not follow and d == len(cands[i]):
+                        finish(i, ())
+                depth += 1
+        finally:
+            for s in seq_of.values():
+                self._C.llama_memory_seq_rm(self._mem, s, -1, -1)
 
     def greedy(self, sequences: Sequence[Sequence[int]], seq: int = 0) -> tuple[int, float]:
         """Follow the token trie of ``sequences`` greedily: (index chosen, its logprob).
