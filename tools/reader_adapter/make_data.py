@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 from glassbox_audit.llm.catalog import ASKABLE_DATASET_METRICS, ASKABLE_IMAGE_METRICS, Catalog, ModelRef  # noqa: E402
 from glassbox_audit.metrics import COMPARED_METRICS  # noqa: E402
 from glassbox_audit.llm.reader import Example, tuned_pieces  # noqa: E402
-from glassbox_audit.llm.vocabulary import (AGGREGATE_PHRASES, ALL_MODELS, CHANGE_AGGREGATE_PHRASES, UNSUPPORTED_PREFIX, Vocabulary,  # noqa: E402
-                                           normalise)
+from glassbox_audit.llm.vocabulary import (AGGREGATE_PHRASES, ALL_MODELS, CHANGE_AGGREGATE_PHRASES, NUMBER_WORDS,  # noqa: E402
+                                           ORDINALS, UNSUPPORTED_PREFIX, Vocabulary, normalise)
 
 # -- random catalogs --------------------------------------------------------------------------
 _STANDARD = (("precision-optimized", {"kind": "tversky", "alpha": 0.7, "beta": 0.3}, "Tversky loss weighting false positives"),
@@ -150,7 +150,59 @@ def _p(rng, phrases):
     return rng.choice(phrases)
 
 
-def _change(rng: random.Random, v: Vocabulary, model_phrase, metric_phrase) -> Example:
+# How people put a description of a variant into a sentence: the phrase the vocabulary holds is
+# what the model line copies, the words around it are the question's own.
+_VERB_CARRIERS = ("the model that {p}", "the variant that {p}", "the one that {p}", "the network that {p}",
+                  "the model which {p}", "whichever model {p}")
+_NOUN_CARRIERS = ("the model trained with {p}", "the model with {p}", "the {p} model", "the variant with {p}",
+                  "the one trained with {p}", "the network using {p}")
+_ADJ_CARRIERS = ("the {p} model", "the {p} variant", "the {p} one", "the {p} network", "our {p} model")
+_VERB_WORDS = ("weights ", "penalises ", "penalizes ", "punishes ", "avoids ", "misses ")
+
+
+def _described(rng: random.Random, phrase: str) -> str:
+    """``phrase`` (a description from the vocabulary) as a question would say it."""
+    words = phrase.split()
+    if phrase.startswith(_VERB_WORDS):
+        return _p(rng, _VERB_CARRIERS).format(p=phrase)
+    if phrase.startswith(("weighting ", "trained with ", "fewer ")):
+        lead = "the model" if not phrase.startswith("fewer ") else "the model with"
+        return _p(rng, (f"{lead} {phrase}", f"the variant {phrase}" if lead == "the model" else f"the variant with {phrase}"))
+    if words[-1] == "loss":
+        return _p(rng, _NOUN_CARRIERS).format(p=phrase)
+    if words[-1] in ("model", "variant", "network", "net", "one") or words[0] == "the":
+        return phrase if words[0] == "the" or rng.random() < 0.3 else "the " + phrase
+    return _p(rng, _ADJ_CARRIERS).format(p=phrase)
+
+
+def model_phrase_kinds(v: Vocabulary, name: str) -> dict[str, list[str]]:
+    """The vocabulary's phrases for model ``name`` by kind: its name and spellings, its number
+    or ordinal, short forms ("the precision model"), and descriptions of its loss. A question
+    picks a kind first: drawn from all phrases alike, the ~100 spellings of a name would
+    leave a description in one question of a hundred."""
+    def compact(text: str) -> str:
+        text = re.sub(r"i[sz](e|ed|es|ing|ation)\b", r"iz\1", text)
+        return re.sub(r"[\s\-]", "", text)
+
+    full = compact(normalise(name))
+    first = normalise(name).replace("-", " ").split()[0]
+    kinds: dict[str, list[str]] = {"name": [], "number": [], "short": [], "description": []}
+    for ph in v.models[name]:
+        words = ph.replace("-", " ").split()
+        if full in compact(ph):
+            kinds["name"].append(ph)
+        elif re.search(r"\d", ph) or set(words) & {*ORDINALS, "last", "final"} or \
+                (set(words[:-1]) & set(NUMBER_WORDS)) or (len(words) > 1 and words[-1] in NUMBER_WORDS
+                                                         and words[-2] in ("model", "variant", "network", "net")):
+            kinds["number"].append(ph)
+        elif first in words or compact(first) in compact(ph):
+            kinds["short"].append(ph)
+        else:
+            kinds["description"].append(ph)
+    return {k: ps for k, ps in kinds.items() if ps}
+
+
+def _change(rng: random.Random, v: Vocabulary, model_ref, metric_phrase) -> Example:
     """A question about the change since the previous version. The part line copies the
     question's reference to the version ("since v004", "since the last run"), else its change word."""
     c = v.catalog
@@ -176,9 +228,9 @@ def _change(rng: random.Random, v: Vocabulary, model_phrase, metric_phrase) -> E
     kind = rng.random()
     avg = "not stated"
     if kind < 0.6:
-        mp_model = model_phrase(rng.choice(names))
+        mp_model, line_model = model_ref(rng.choice(names))
         t = _p(rng, _CHANGE_ONE)
-        models = (mp_model,)
+        models = (line_model,)
     elif kind < 0.8 or len(names) < 2:
         mp_model = _p(rng, [p for p in v.models[ALL_MODELS] if not p.startswith(("which", "what", "per", "among",
                                                                                    "across"))])
@@ -236,14 +288,17 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
     unsupported = [k for k in v.metrics if k.startswith(UNSUPPORTED_PREFIX)]
     unstored = [k for k in v.metrics if not k.startswith(UNSUPPORTED_PREFIX) and k not in stored]
 
-    def model_phrase(name: str) -> str:
-        return _p(rng, v.models[name])
+    kinds = {n: model_phrase_kinds(v, n) for n in names}
 
     def model_ref(name: str) -> tuple[str, str]:
-        """(how the question names the model, the phrase the model line copies): "the" is
-        often put before a phrase that lacks it ("the precision model")."""
-        phrase = model_phrase(name)
+        """(how the question names the model, the phrase the model line copies)."""
+        k = kinds[name]
+        kind = rng.choices(list(k), weights=[{"name": 3, "number": 3, "short": 2, "description": 3}[x] for x in k])[0]
+        phrase = _p(rng, k[kind])
+        if kind == "description":
+            return _described(rng, phrase), phrase
         words = phrase.split()
+        # "the" is often put before a phrase that lacks it ("the precision model").
         if words[0] != "the" and words[-1] in ("model", "variant", "network", "net", "one") and \
                 words[0] not in ("model", "variant", "network", "net") and rng.random() < 0.4:
             return "the " + phrase, phrase
@@ -265,7 +320,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
     kind = rng.random()
     avg_phrase = "not stated"
     if kind < 0.09:
-        ex = _change(rng, v, lambda n: model_ref(n)[1], lambda k: _p(rng, v.metrics[k]))
+        ex = _change(rng, v, model_ref, lambda k: _p(rng, v.metrics[k]))
         return Example(wrap(ex.question), models=ex.models, metrics=ex.metrics, part=ex.part, averaging=ex.averaging)
     kind = (kind - 0.09) / 0.91
     if kind < 0.06:
@@ -290,7 +345,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         image_level = mk in image_metrics
         part, part_lead, part_line = _part(rng, c) if image_level else ("", "", "not stated")
         mp = _p(rng, v.metrics[mk])
-        if rng.random() < 0.2 and image_level and not part_line.startswith(("image", c.images[0][:2].lower())):
+        if rng.random() < 0.3 and image_level and not part_line.startswith(("image", c.images[0][:2].lower())):
             agg = rng.choice(("micro", "macro"))
             avg_phrase = _p(rng, _PLAIN_AGGREGATES[agg])
             t = _p(rng, _VALUE_AVG)
@@ -310,9 +365,9 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         return Example(wrap(t.format(metric=mp, part=part, part_lead=part_lead)), metrics=(mp,), part=part_line)
     if kind < 0.60:
         model = rng.choice(names)
-        mp_model = model_phrase(model)
+        said, mp_model = model_ref(model)
         part, _, part_line = _part(rng, c)
-        return Example(wrap(_p(rng, _NO_METRIC).format(model=mp_model, part=part)), models=(mp_model,), part=part_line)
+        return Example(wrap(_p(rng, _NO_METRIC).format(model=said, part=part)), models=(mp_model,), part=part_line)
     if kind < 0.68 and len(names) > 1:
         mk = metric_key(False)
         mp = _p(rng, v.metrics[mk])
@@ -330,7 +385,7 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         return Example(wrap(q), models=(mline,), metrics=(mp,), part=part_line, averaging=dp)
     if kind < 0.76:
         model = rng.choice(names)
-        mp_model = model_phrase(model)
+        said, mp_model = model_ref(model)
         mk = rng.choice(image_metrics)
         mp = _p(rng, v.metrics[mk])
         unit = rng.choice(("batch", "image"))
@@ -338,25 +393,25 @@ def question(rng: random.Random, v: Vocabulary) -> Example:
         dp = _p(rng, _PLAIN_AGGREGATES[d][:6])
         t = _p(rng, _RANK_UNITS)
         dirw = "best" if d == "max" else "worst"
-        q = t.format(unit=unit, dir=dp, dirw=dirw, metric=mp, model=mp_model)
+        q = t.format(unit=unit, dir=dp, dirw=dirw, metric=mp, model=said)
         if "{dirw}" in t:
             dp = dirw
         return Example(wrap(q), models=(mp_model,), metrics=(mp,), part=f"which {unit}", averaging=dp)
     if kind < 0.83 and len(names) > 1:
         a, b = rng.sample(names, 2)
-        pa, pb = model_phrase(a), model_phrase(b)
+        (sa, pa), (sb, pb) = model_ref(a), model_ref(b)
         mk = metric_key(False)
         mp = _p(rng, v.metrics[mk])
         part, _, part_line = _part(rng, c) if mk in image_metrics else ("", "", "not stated")
-        return Example(wrap(_p(rng, _TWO).format(metric=mp, model=pa, model2=pb, part=part)), models=(pa, pb),
+        return Example(wrap(_p(rng, _TWO).format(metric=mp, model=sa, model2=sb, part=part)), models=(pa, pb),
                        metrics=(mp,), part=part_line)
     if kind < 0.89:
         model = rng.choice(names)
-        mp_model = model_phrase(model)
+        said, mp_model = model_ref(model)
         m1, m2 = rng.sample(image_metrics, 2)
         p1, p2 = _p(rng, v.metrics[m1]), _p(rng, v.metrics[m2])
         part, _, part_line = _part(rng, c)
-        return Example(wrap(_p(rng, _TWO_METRICS).format(metric=p1, metric2=p2, model=mp_model, part=part)),
+        return Example(wrap(_p(rng, _TWO_METRICS).format(metric=p1, metric2=p2, model=said, part=part)),
                        models=(mp_model,), metrics=(p1, p2), part=part_line)
     mk = metric_key(False)
     mp = _p(rng, v.metrics[mk])
