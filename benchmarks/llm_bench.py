@@ -411,7 +411,7 @@ def main() -> None:
                     help="also read with each model's base weights where it ships a task-tuned adapter")
     ap.add_argument("--cold", type=int, default=5, help="cold `glassbox-audit ask` processes to time per model")
     ap.add_argument("--json", type=Path, help="write every question's result here")
-    ap.add_argument("--limit", type=int, default=0, help="only every k-th question, for a quick look (0: all)")
+    ap.add_argument("--limit", type=int, default=0, help="about this many questions, evenly spread over the list, for a quick look (0: all)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every miss")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -425,10 +425,13 @@ def main() -> None:
     items = generated(c) + ([] if args.no_handwritten else handwritten(c))
     with open_readonly(db) as conn:
         qs = [(q, truth(conn, c, spec), split_of(q)) for q, spec in items]
-    if args.limit:
-        qs = qs[::max(1, len(qs) // args.limit)]
-    before = db.read_bytes()
     n_gen = len(items) - (0 if args.no_handwritten else len(handwritten(c)))
+    kinds = ["generated"] * n_gen + ["handwritten"] * (len(qs) - n_gen)
+    if args.limit:
+        step = max(1, len(qs) // args.limit)
+        qs, kinds = qs[::step], kinds[::step]
+    before = db.read_bytes()
+    n_gen = kinds.count("generated")
     print(f"database: {db}; {len(qs)} questions ({n_gen} generated, {len(qs) - n_gen} handwritten); "
           f"dev {sum(s == 'dev' for *_, s in qs)}, test {sum(s == 'test' for *_, s in qs)}; threads {args.threads}")
     configs = [(key, LlmConfig(model=key, threads=args.threads, n_ctx=args.n_ctx)) for key in args.models
