@@ -154,3 +154,18 @@ def test_a_version_with_a_comparison_also_answers_the_change_questions(llm, db, 
     assert all(a.intent.scope == "change" for a in answers[1:])
     first = build_audit_db(tmp_path / "first.sqlite")
     assert [a.question for a in answer_standard_questions(first, cfg)] == cfg.llm.standard_questions
+
+
+def test_every_default_appendix_question_of_a_compared_version_comes_back_verified(llm, db, tmp_path):
+    """The default audit's six standard questions and two change questions, as a nightly
+    version (compared with the one before) answers them in its appendix."""
+    import shutil
+
+    from glassbox_audit.config import load_config
+    from glassbox_audit.llm import answer_standard_questions
+
+    copy = shutil.copy(db, tmp_path / "audit.sqlite")
+    cfg = load_config(overrides=["llm.threads=2"])
+    answers = answer_standard_questions(copy, cfg)
+    assert len(answers) == len(cfg.llm.standard_questions) + len(cfg.llm.change_questions) == 8
+    assert [a.status for a in answers] == ["verified"] * 8, [(a.question, a.sentence) for a in answers]
