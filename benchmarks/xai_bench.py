@@ -28,15 +28,25 @@ and the naive reference is always the plain eager loop.
     python benchmarks/xai_bench.py
     python benchmarks/xai_bench.py --only integrated_gradients,smoothgrad --variants plain,fold,xla
     python benchmarks/xai_bench.py --naive-images 8      # no extrapolation (slow)
+
+``--audit --before REV`` times the default audit's explanation stage as a whole instead (every
+method and check, three variants, the batches the dossier explains) with the code of ``REV``
+and with this checkout's, in one run, and checks that every map and check value is the same
+(``benchmarks/xai_audit.py``):
+
+    python benchmarks/xai_bench.py --audit --before HEAD~1
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -224,7 +234,15 @@ def main() -> None:
                     help="timed rounds of naive, ours and floor, interleaved; the best of each is kept")
     ap.add_argument("--variants", default="plain",
                     help=f"comma-separated engine options for the gradient methods: {', '.join(VARIANTS)}")
+    ap.add_argument("--audit", action="store_true",
+                    help="time the default audit's explanation stage, before (--before) and after")
+    ap.add_argument("--before", default="HEAD", help="with --audit: the git revision to compare with")
+    ap.add_argument("--json", type=Path, help="with --audit: write the figures here")
     args = ap.parse_args()
+    if args.audit:
+        import xai_audit
+
+        raise SystemExit(xai_audit.main(args.before, max(1, args.rounds // 2), args.json))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

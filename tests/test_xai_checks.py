@@ -83,6 +83,33 @@ def test_randomised_copies_cascade_from_the_output_and_leave_the_model_alone(tra
     assert np.isfinite(deeper.predict(x, verbose=0)).all()
 
 
+def test_the_randomised_copy_is_cloned_and_traced_once_for_all_batches(trained, monkeypatch):
+    """A run checks several batches of each model: the copy and its compiled maps are reused
+    (each check overwrites the copy's weights), so a batch costs no new tracing."""
+    from glassbox_audit.xai.engine import COMPILED
+
+    net, x, _ = trained
+    net = keras.models.clone_model(net)  # a model no other test has checked
+    clones = []
+    real_clone = keras.models.clone_model
+    monkeypatch.setattr(keras.models, "clone_model", lambda m, *a, **k: clones.append(m) or real_clone(m, *a, **k))
+
+    def explain(m):
+        return {"saliency": Saliency(m).explain(x, target=target_region(net, x))}
+
+    first = randomisation_check(net, explain(net), explain, steps=2)
+    copies = [v for v in COMPILED if v is not net and any(f.experimental_get_tracing_count() for f in COMPILED[v].values())]
+    traced = {id(v): [f.experimental_get_tracing_count() for f in COMPILED[v].values()] for v in list(COMPILED)}
+    for batch in (x[:4], x[4:]):  # two more batches of the same model
+        randomisation_check(net, {"saliency": Saliency(net).explain(batch, target=target_region(net, batch))},
+                            lambda m, b=batch: {"saliency": Saliency(m).explain(b, target=target_region(net, b))},
+                            steps=2)
+    assert clones == [net]  # one copy, made by the first check
+    assert copies and {id(v): [f.experimental_get_tracing_count() for f in COMPILED[v].values()]
+                        for v in list(COMPILED) if id(v) in traced} == traced  # nothing traced again
+    assert [r.depths for r in first] == [[1, len(cascade_blocks(net))]]
+
+
 # --------------------------------------------------------------------------- deletion / insertion
 
 

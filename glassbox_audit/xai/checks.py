@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -265,6 +266,19 @@ def _reinitialised(variable, rng: np.random.Generator) -> np.ndarray:
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
+# One clone per model, kept while the model lives: each randomisation check overwrites its
+# weights, so the functions traced for it (every method's, on every view) serve every batch
+# of a run instead of being traced again for each.
+_COPIES: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
+
+
+def _reusable_copy(model: keras.Model) -> keras.Model:
+    copy = _COPIES.get(model)
+    if copy is None:
+        copy = _COPIES[model] = keras.models.clone_model(model)
+    return copy
+
+
 def randomised_copy(model: keras.Model, depth: int, seed: int = 0, copy: keras.Model | None = None) -> keras.Model:
     """A copy of ``model`` with its first ``depth`` cascade blocks re-initialised.
 
@@ -335,7 +349,7 @@ def randomisation_check(model: keras.Model, original: Mapping[str, np.ndarray],
     names = list(original)
     rho = {k: [] for k in names}
     ssim = {k: [] for k in names}
-    copy = keras.models.clone_model(model)
+    copy = _reusable_copy(model)
     for depth in depths:
         maps = explain(randomised_copy(model, depth, seed, copy))
         for k in names:
