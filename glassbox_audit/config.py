@@ -379,6 +379,10 @@ class ReportConfig:
     # variant, as thumbnails with each variant's errors, worst first, up to this many images
     # (the rest are listed by name; all are in the database).
     max_gallery: int = 64
+    # Where drawn figures are kept for reuse: a repeat run that shows the same pictures (same
+    # models, data and settings) copies them instead of drawing them (report.figure_cache);
+    # relative to the working directory; empty: every figure is drawn.
+    figure_cache: str = ".cache/glassbox-audit/figures"
     # Acceptance criteria shown as pass/fail in the summary: "<metric> <op> <value>", where the
     # metric is a macro (image-mean) metric or thresholded_jaccard / lesion_detection_rate.
     acceptance: list[str] = field(default_factory=lambda: list(DEFAULT_ACCEPTANCE))

@@ -26,6 +26,7 @@ from .models import obtain_models
 from .models.external import external_models, first_test_batch
 from .provenance import code_sha256, code_version, machine, package_versions
 from .report import RenderedFile, overlays, render_dossier, run_templates
+from .report.figure_cache import figure_cache
 from .store import DATABASE, AuditStore
 from .versions import list_versions, new_version, wait_for_earlier_versions
 from .xai import render_xai_figures
@@ -257,28 +258,30 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
     else:
         computed = _compute(cfg, executor)
 
-    with new_version(Path(cfg.audits_dir), cfg.name) as build:
-        folder = build.path
-        run_id = str(uuid.uuid4())
-        db_path = folder / DATABASE
-        with AuditStore(db_path) as store:
-            _record_run(store, cfg, computed, run_id, build.number, started_at, command, templates)
-            artifacts = _draw_batches(cfg, computed, folder)
-            artifacts += _gallery(computed.thumbs, computed.evals, cfg, folder)
-            artifacts += _record_explanations(store, cfg, computed, run_id, folder)
-            regressions = _compare_with_previous(store, cfg, build, run_id, db_path)
-            store.record_artifacts(run_id, artifacts)
-            store.finish_run(run_id, "complete", _now())
+    # Figures drawn before (same pictures: same models, data, settings) are copied, not drawn.
+    with figure_cache(cfg.report.figure_cache or None):
+        with new_version(Path(cfg.audits_dir), cfg.name) as build:
+            folder = build.path
+            run_id = str(uuid.uuid4())
+            db_path = folder / DATABASE
+            with AuditStore(db_path) as store:
+                _record_run(store, cfg, computed, run_id, build.number, started_at, command, templates)
+                artifacts = _draw_batches(cfg, computed, folder)
+                artifacts += _gallery(computed.thumbs, computed.evals, cfg, folder)
+                artifacts += _record_explanations(store, cfg, computed, run_id, folder)
+                regressions = _compare_with_previous(store, cfg, build, run_id, db_path)
+                store.record_artifacts(run_id, artifacts)
+                store.finish_run(run_id, "complete", _now())
 
-        if cfg.llm.enabled and cfg.llm.asks_questions:
-            from .llm import answer_standard_questions
+            if cfg.llm.enabled and cfg.llm.asks_questions:
+                from .llm import answer_standard_questions
 
-            answer_standard_questions(db_path, cfg)
+                answer_standard_questions(db_path, cfg)
 
-        rendered = render_dossier(db_path, folder, templates, cfg.report.pdf, cfg.report.figure_dpi,
-                                  cfg.report.max_listed_files)
-        with AuditStore(db_path) as store:
-            store.record_artifacts(run_id, [r.artifact(folder) for r in rendered])
+            rendered = render_dossier(db_path, folder, templates, cfg.report.pdf, cfg.report.figure_dpi,
+                                      cfg.report.max_listed_files)
+            with AuditStore(db_path) as store:
+                store.record_artifacts(run_id, [r.artifact(folder) for r in rendered])
 
     final = build.final
     result = AuditResult(

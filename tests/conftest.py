@@ -26,6 +26,7 @@ def tiny_overrides(tmp: Path) -> list[str]:
         f'audits_dir="{tmp / "audits"}"',
         f'models_dir="{tmp / "models"}"',
         f'data.cache_dir="{tmp / "cache"}"',
+        f'xai.cache_dir="{tmp / "cache" / "xai"}"', f'report.figure_cache="{tmp / "cache" / "figures"}"',
         "data.synthetic.n_train=16", "data.synthetic.n_val=6", "data.synthetic.n_test=12",
         "data.synthetic.height=40", "data.synthetic.width=52",
         "model.input_size=32", "model.depth=2", "model.base_filters=4",

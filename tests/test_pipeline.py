@@ -34,6 +34,18 @@ def test_second_run_loads_stored_models_and_leaves_v001_byte_identical(two_runs)
     assert second.summary == first.summary  # same models, same data, same figures
 
 
+def test_second_run_copies_the_figures_it_would_draw_the_same(two_runs):
+    """Same models, data and settings: every figure of v001 is shown again, and copied from the
+    figure cache rather than drawn; the copies are the bytes v001 holds."""
+    first, second = two_runs["first"], two_runs["second"]
+    log = [m for m in two_runs["second_log"] if m.startswith("figures:")]
+    assert len(log) == 1 and log[0].endswith(" 0 drawn"), log
+    shared = [p.relative_to(first.path) for p in (first.path / "figures").glob("*.png")
+              if (second.path / p.relative_to(first.path)).is_file()]
+    assert len(shared) >= 10
+    assert all((first.path / p).read_bytes() == (second.path / p).read_bytes() for p in shared)
+
+
 def test_manifest_lists_every_file_with_its_hash_and_chains_versions(two_runs):
     first, second = two_runs["first"], two_runs["second"]
     manifest = json.loads(second.manifest.read_text())

@@ -97,22 +97,22 @@ def test_a_second_call_reads_every_result_from_the_cache_unchanged(first, models
     assert any("plain" in n for n in again.notes)
 
 
-def test_cached_results_say_so_in_the_figure_captions(first, models, batch, monkeypatch, tmp_path):
+def test_cached_results_say_so_in_the_figure_descriptions(first, models, batch, tmp_path):
     from glassbox_audit.xai import render_xai_figures
 
     folder, computed = first
-    captions = {}
-
-    def spy(path, images, per_model, ids, caption, **kw):
-        captions[path.name] = caption
-
-    monkeypatch.setattr("glassbox_audit.xai.figures.save_map_grid", spy)
     native = [(im * 255).astype(np.uint8) for im in batch[0]]
-    render_xai_figures(computed, native, tmp_path / "computed", dpi=30)
-    assert "cache" not in captions["xai_saliency.png"]
-    _no_compute(monkeypatch)
-    render_xai_figures(explain_batch(models, *batch, SETTINGS, cache_dir=folder), native, tmp_path / "cached", dpi=30)
-    assert "read from the cache" in captions["xai_saliency.png"]
+
+    def descriptions(result, out):
+        return {p.name: d for p, _, d in render_xai_figures(result, native, tmp_path / out, dpi=30)}
+
+    assert "cache" not in descriptions(computed, "computed")["xai_saliency.png"]
+    cached = explain_batch(models, *batch, SETTINGS, image_ids=computed.image_ids, cache_dir=folder)
+    assert cached.cached  # read from the cache, not computed again
+    assert "read from the cache" in descriptions(cached, "cached")["xai_saliency.png"]
+    # The picture itself shows only the maps: the same bytes whether computed or read.
+    assert (tmp_path / "cached" / "xai_saliency.png").read_bytes() == \
+        (tmp_path / "computed" / "xai_saliency.png").read_bytes()
 
 
 def test_a_changed_setting_misses_and_recomputes(first, models, batch):

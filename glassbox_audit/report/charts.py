@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from .figure_cache import cached_figure
 from .kit import LINESTYLES, MODEL_COLOURS, new_figure, save_png, wrap_label
 
 __all__ = [
@@ -142,6 +143,7 @@ def _plot_series(ax: Axes, history: Mapping[str, Sequence[float]], bases: Sequen
     return drawn
 
 
+@cached_figure
 def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, Sequence[float]]],
                          dpi: int = 110) -> Path:
     """Plot loss and metric curves per model, one column of two panels per model.
@@ -233,6 +235,7 @@ def plot_training_curves(path: str | Path, histories: Mapping[str, Mapping[str, 
 # --------------------------------------------------------------------------- per batch
 
 
+@cached_figure
 def plot_batch_metric(path: str | Path, values: Mapping[str, Sequence[tuple[int, float]]], metric: str,
                       means: Mapping[str, float] | None = None, highlight: Sequence[int] | None = None,
                       dpi: int = 110) -> Path:
@@ -311,6 +314,7 @@ def plot_batch_metric(path: str | Path, values: Mapping[str, Sequence[tuple[int,
 # --------------------------------------------------------------------------- confusion
 
 
+@cached_figure
 def plot_confusion_matrices(path: str | Path, counts: Mapping[str, Mapping[str, int]], dpi: int = 110) -> Path:
     """Draw one pixel-level 2x2 confusion matrix per model.
 
@@ -389,6 +393,7 @@ def _blues(n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- histogram
 
 
+@cached_figure
 def plot_histogram(path: str | Path, values: Mapping[str, Sequence[float]], metric: str,
                    threshold: float | None = None, dpi: int = 110) -> Path:
     """Plot the per-image distribution of a 0..1 metric for each model.
@@ -453,6 +458,7 @@ def plot_histogram(path: str | Path, values: Mapping[str, Sequence[float]], metr
 # --------------------------------------------------------------------------- comparison
 
 
+@cached_figure
 def plot_metric_comparison(path: str | Path, metrics: Mapping[str, Mapping[str, float]],
                            intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
                            dpi: int = 110) -> Path:
@@ -551,6 +557,7 @@ def _interval(pair: object) -> tuple[float, float]:
 # --------------------------------------------------------------------------- operating points
 
 
+@cached_figure
 def plot_operating_points(path: str | Path, curves: Mapping[str, Sequence[Mapping[str, float]]],
                           threshold: float = 0.5, dpi: int = 110) -> Path:
     """Two panels per audit: macro Dice against the threshold, and micro precision against

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 from .grid import (BOTTOM_PAD, CBAR_GAP, CBAR_LABELS, CBAR_WIDTH, LEGEND, LEGEND_TWO_LINES, TEXT_PT,
                    UNDER, Mosaic, as_rgb, cell_aspect, check_lengths, colour_bar, colour_map, column_titles,
                    empty_figure, legend_width, outline_width, plan, row_label, wrap_titles)
+from .figure_cache import cached_figure
 from .kit import new_figure, save_png
 
 __all__ = [
@@ -160,6 +161,7 @@ def _format_score(label: str, value: object) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+@cached_figure
 def save_batch_figure(path: str | Path, images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                       preds: Mapping[str, Sequence[np.ndarray]], image_ids: Sequence[str],
                       scores: Mapping[str, Sequence[float]] | None = None, scale: float = 1.0, dpi: int = 110,
@@ -249,6 +251,7 @@ def save_batch_figure(path: str | Path, images: Sequence[np.ndarray], truths: Se
     return save_png(fig, path, dpi)
 
 
+@cached_figure
 def save_probability_figure(path: str | Path, images: Sequence[np.ndarray], probs: Mapping[str, Sequence[np.ndarray]],
                             image_ids: Sequence[str], scale: float = 1.0, dpi: int = 110) -> Path:
     """Save each model's lesion-probability map next to its image.

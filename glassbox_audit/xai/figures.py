@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 # The grid layout (cell planning, titles, row labels, colour-bar room) is the one of the
 # overlay figures, so XAI grids line up with them in the dossier.
 from glassbox_audit.report import grid as layout
+from glassbox_audit.report.figure_cache import cached_figure
 from glassbox_audit.report.kit import LINESTYLES, MODEL_COLOURS, new_figure, save_png
 
 from .checks import READING, PerturbationCurves, RandomisationResult
@@ -109,6 +110,7 @@ def _wrap_caption(caption: str, width_in: float) -> list[str]:
     return [line for para in caption.split("\n") for line in textwrap.wrap(para, chars) or [""]]
 
 
+@cached_figure
 def save_map_grid(path: str | Path, images: Sequence[np.ndarray], columns: Mapping[str, np.ndarray],
                   image_ids: Sequence[str], caption: str = "", kind: str | None = None, key: str = "",
                   alpha: float = 0.55, scale: float = 1.0, dpi: int = 110) -> Path:
@@ -197,6 +199,7 @@ def _method_styles(methods: Sequence[str]) -> dict[str, tuple[str, object]]:
     return styles
 
 
+@cached_figure
 def save_curves_figure(path: str | Path, curves: Sequence[PerturbationCurves], dpi: int = 110) -> Path:
     """Mean deletion and insertion curves per method, one row of two panels per model.
 
@@ -230,6 +233,7 @@ def save_curves_figure(path: str | Path, curves: Sequence[PerturbationCurves], d
     return save_png(fig, path, dpi)
 
 
+@cached_figure
 def save_randomisation_figure(path: str | Path, results: Sequence[RandomisationResult], dpi: int = 110) -> Path:
     """Mean Spearman (solid) and SSIM (dashed) against cascade depth, one panel per model."""
     models = list(dict.fromkeys(r.model for r in results))
@@ -309,12 +313,16 @@ def render_xai_figures(result, images: Sequence[np.ndarray] | np.ndarray, out_di
         lines = [f"{TITLES.get(key, TITLES.get(family, key))}. Parameters: {params_line(params)}."]
         if family not in ("superpixel", "attention") and models[0] in result.targets:
             lines.append(f"Explained: {result.targets[models[0]].describe()}.")
-        # A cached model's seconds are those of the run that computed its maps: say so.
+        return "\n".join(lines)
+
+    def timing(key: str, models: Sequence[str]) -> str:
+        """How long the maps took, for the figure's description: not drawn into the picture,
+        which then depends only on the maps (and is reused by a repeat run, see figure_cache).
+        A cached model's seconds are those of the run that computed its maps: say so."""
+        family = key.split("/", 1)[0]
         times = [f"{m} {seconds[family][m]:.1f} s" + (" (earlier run, read from the cache)" if m in result.cached else "")
                  for m in models if m in seconds.get(family, {})]
-        if times:
-            lines.append(f"Time ({family}, all maps of the method): {', '.join(times)}.")
-        return "\n".join(lines)
+        return f" Time ({family}, all maps of the method): {', '.join(times)}." if times else ""
 
     for key, per_model in result.maps.items():
         family = key.split("/", 1)[0]
@@ -324,7 +332,7 @@ def render_xai_figures(result, images: Sequence[np.ndarray] | np.ndarray, out_di
         save_map_grid(path, images, per_model, ids, caption(key, list(per_model), result.params.get(key, {})),
                       key=key, alpha=alpha,
                       scale=scale, dpi=dpi)
-        written.append((path, "xai", f"{TITLES.get(key, key)} for each variant"))
+        written.append((path, "xai", f"{TITLES.get(key, key)} for each variant.{timing(key, list(per_model))}"))
 
     for family in _LAYERED:
         parts = [k for k in result.maps if k.startswith(f"{family}/")]
@@ -338,7 +346,7 @@ def render_xai_figures(result, images: Sequence[np.ndarray] | np.ndarray, out_di
             text = caption(parts[0], [model], shared)
             save_map_grid(path, images, columns, ids, f"{model}: {text}", key=family, alpha=alpha, scale=scale, dpi=dpi)
             what = "Grad-CAM per layer group" if family == "layer_gradcam" else "attention coefficients per gate"
-            written.append((path, "xai_layers", f"{model}: {what}"))
+            written.append((path, "xai_layers", f"{model}: {what}.{timing(parts[0], [model])}"))
 
     if result.curves:
         path = out / f"{prefix}xai_deletion_insertion.png"
