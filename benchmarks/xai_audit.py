@@ -126,9 +126,12 @@ def compare(before: Path, after: Path, checks_before: dict, checks_after: dict) 
     a, b = np.load(before.with_suffix(".npz")), np.load(after.with_suffix(".npz"))
     missing = sorted(set(a.files) ^ set(b.files))
     worst_map, worst_key = 0.0, ""
+    per_method: dict[str, float] = {}
     for k in sorted(set(a.files) & set(b.files)):
         scale = float(np.abs(a[k]).max()) or 1.0
         d = float(np.abs(a[k] - b[k]).max()) / scale
+        method = k.split("|")[1]
+        per_method[method] = max(per_method.get(method, 0.0), d)
         if d > worst_map:
             worst_map, worst_key = d, k
     worst_check, worst_check_key = 0.0, ""
@@ -142,6 +145,7 @@ def compare(before: Path, after: Path, checks_before: dict, checks_after: dict) 
                 worst_check, worst_check_key = d, f"{k}|{f}"
     missing += sorted(set(checks_before) ^ set(checks_after))
     return {"maps": len(set(a.files) & set(b.files)), "max_map_rel_diff": worst_map, "at": worst_key,
+            "per_method": per_method,
             "max_check_diff": worst_check, "check_at": worst_check_key, "missing": missing}
 
 
@@ -179,6 +183,8 @@ def main(before_rev: str, rounds: int = 1, json_out: Path | None = None) -> int:
               f"({diff['at']}); check values: largest difference {diff['max_check_diff']:.2e} ({diff['check_at']}); "
               f"missing on one side: {diff['missing'] or 'none'} -> "
               f"{'the same results' if same else 'RESULTS DIFFER'} (tolerance {MAP_RTOL:g} of scale, {CHECK_ATOL:g})")
+        print("largest difference per map key (of its scale): " +
+              ", ".join(f"{k} {v:.1e}" for k, v in diff["per_method"].items()))
         if json_out:
             json_out.write_text(json.dumps({"before": before_rev, "rounds": {s: [r["wall"] for r in rs]
                                                                              for s, rs in runs.items()},

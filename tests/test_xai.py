@@ -185,6 +185,32 @@ def batch_result(model, images):
                          image_ids=["img0", "img1"])
 
 
+def test_variants_of_one_architecture_share_one_set_of_traces_and_keep_their_own_maps(images):
+    """Fine-tunes of one base are explained on one shared model with each variant's weights
+    copied in: nothing is traced for the variants themselves, and each variant's maps, curves
+    and randomisation figures are exactly those it gets when explained alone."""
+    keras.utils.set_random_seed(11)
+    first = build_attention_unet(SIZE, depth=2, base_filters=4)
+    second = keras.models.clone_model(first)
+    second.set_weights([w * 1.5 if w.ndim == 4 else w for w in first.get_weights()])
+    settings = XaiSettings(methods=["saliency", "integrated_gradients", "gradcam", "attention"], ig_steps=3,
+                           deletion_steps=3, randomisation_steps=1, randomisation_methods=["saliency"], batch_size=4)
+    x, masks = images[0][:3], images[1][:3]
+    together = explain_batch({"first": first, "second": second}, x, masks, settings)
+    assert first not in COMPILED and second not in COMPILED  # both ran on the shared model
+    for name, model in (("first", first), ("second", second)):
+        alone = explain_batch({name: model}, x, masks, settings)
+        for key, per in alone.maps.items():
+            np.testing.assert_array_equal(together.maps[key][name], per[name], err_msg=key)
+        mine = [c for c in together.curves if c.model == name]
+        assert [(c.check, c.method) for c in mine] == [(c.check, c.method) for c in alone.curves]
+        for a, b in zip(mine, alone.curves):
+            np.testing.assert_array_equal(a.curves, b.curves)
+        np.testing.assert_array_equal([r.spearman for r in together.randomisation if r.model == name][0],
+                                      alone.randomisation[0].spearman)
+    assert not np.array_equal(together.maps["saliency"]["first"], together.maps["saliency"]["second"])
+
+
 def test_explain_batch_maps_every_method_for_every_model(batch_result):
     r = batch_result
     assert r.models == ["gated", "plain"]

@@ -137,6 +137,23 @@ def test_deletion_and_insertion_curves_rank_an_oracle_above_random(trained):
     assert len(rows) == 8 and set(rows[0]) == {"check", "model", "method", "image", "auc", "start", "end"}
 
 
+def test_curves_run_on_the_folded_copy_and_match_the_model_itself(trained, monkeypatch):
+    from glassbox_audit.xai import checks
+    from glassbox_audit.xai.views import folded_view, logits_view
+
+    net, x, truth = trained
+    region = target_region(net, x)
+    maps = {"saliency": Saliency(net).explain(x, target=region)}
+    used = []
+    monkeypatch.setattr(checks, "folded_view", lambda m: used.append(m) or folded_view(m))
+    folded = perturbation_curves(net, x, maps, region, steps=5)
+    assert used == [net] and folded_view(net) is not net  # the trained net has norms to fold
+    monkeypatch.setattr(checks, "folded_view", logits_view)
+    plain = perturbation_curves(net, x, maps, region, steps=5)
+    for a, b in zip(folded, plain):
+        np.testing.assert_allclose(a.curves, b.curves, rtol=0, atol=1e-5)
+
+
 def test_curves_do_not_depend_on_the_batch_size(trained):
     net, x, _ = trained
     maps = {"saliency": Saliency(net).explain(x[:3])}

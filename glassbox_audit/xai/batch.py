@@ -9,8 +9,10 @@ order, then the deletion / insertion curves and the randomisation check, and ret
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,6 +158,46 @@ def method_maps(method: str, model: keras.Model, images: np.ndarray, region: Tar
     raise ValueError(f"unknown XAI method {method!r}")
 
 
+# Variants of one architecture (the three fine-tunes of a base) are explained on one shared
+# Keras model with each variant's weights copied in, so every compiled function (each method's
+# pass, the guided and layer views, the randomised copy) is traced once per run for the
+# architecture rather than once per variant. The maps are those of the variant's own model: the
+# same graph with the same weights. A lock per architecture keeps two threads (the review
+# workstation serves requests in a thread pool) from swapping weights under each other.
+_SHARED: dict[str, tuple[keras.Model, threading.Lock]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _architecture(model: keras.Model) -> str | None:
+    """A digest of what the model computes apart from its weights (None: not comparable)."""
+    try:
+        text = model.to_json(sort_keys=True)
+    except (TypeError, ValueError, NotImplementedError):  # a layer without get_config
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _runners(models: Mapping[str, keras.Model]) -> dict[str, tuple[keras.Model, threading.Lock | None]]:
+    """The model each variant's explanations run on: a shared one for an architecture two or
+    more of ``models`` have, else the model itself."""
+    digests = {name: _architecture(m) for name, m in models.items()}
+    counts: dict[str, int] = {}
+    for d in digests.values():
+        if d is not None:
+            counts[d] = counts.get(d, 0) + 1
+    out: dict[str, tuple[keras.Model, threading.Lock | None]] = {}
+    for name, model in models.items():
+        d = digests[name]
+        if d is None or counts[d] < 2:
+            out[name] = (model, None)
+            continue
+        with _SHARED_LOCK:
+            if d not in _SHARED:
+                _SHARED[d] = (keras.models.clone_model(model), threading.Lock())
+        out[name] = _SHARED[d]
+    return out
+
+
 def _skip_reason(method: str, model: keras.Model) -> str | None:
     if method == "attention" and not attention_layers(model):
         return "has no attention gates"
@@ -213,24 +255,36 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
     result = XaiResult(list(models), ids, dataclasses.replace(s))
     say = progress or (lambda _msg: None)
     cache = XaiCache(cache_dir) if cache_dir else None
+    runners = _runners(models)
     with engine_options(jit_compile=s.jit_compile, fold_batchnorm=s.fold_batchnorm):
         for name, model in models.items():
-            _add(result, name, *_model_explanations(name, model, images, masks, s, cache, say))
+            _add(result, name, *_model_explanations(name, model, runners[name], images, masks, s, cache, say))
     return result
 
 
-def _model_explanations(name: str, model: keras.Model, images: np.ndarray, masks: np.ndarray | None,
-                        s: XaiSettings, cache: XaiCache | None,
+def _explain_on(runner: tuple[keras.Model, threading.Lock | None], name: str, model: keras.Model,
+                images: np.ndarray, masks: np.ndarray | None, s: XaiSettings,
+                say: Callable[[str], None]) -> ModelExplanations:
+    shared, lock = runner
+    if lock is None:
+        return _explain_model(name, model, images, masks, s, say)
+    with lock:
+        shared.set_weights(model.get_weights())
+        return _explain_model(name, shared, images, masks, s, say)
+
+
+def _model_explanations(name: str, model: keras.Model, runner: tuple[keras.Model, threading.Lock | None],
+                        images: np.ndarray, masks: np.ndarray | None, s: XaiSettings, cache: XaiCache | None,
                         say: Callable[[str], None]) -> tuple[ModelExplanations, bool]:
     """One model's results, from the cache when it has them (then True), else computed (and cached)."""
     if cache is None:
-        return _explain_model(name, model, images, masks, s, say), False
+        return _explain_on(runner, name, model, images, masks, s, say), False
     key = cache.key(model, name, images, masks, s)
     part = cache.load(key)
     if part is not None:
         say(f"xai for {name} read from the cache ({key.digest[:12]})")
         return part, True
-    part = _explain_model(name, model, images, masks, s, say)
+    part = _explain_on(runner, name, model, images, masks, s, say)
     try:
         cache.save(key, part)
     except OSError as exc:  # a full or read-only disk costs the next run time, not this one

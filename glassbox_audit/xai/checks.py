@@ -40,7 +40,7 @@ from skimage.metrics import structural_similarity
 from .engine import chunked, logits_function, predict_logits
 from .maths import baseline_images, curve_auc, pixel_ranks, spearman_rows
 from .target import TargetRegion, target_region
-from .views import logits_view
+from .views import folded_view, logits_view
 
 __all__ = [
     "READING",
@@ -156,7 +156,12 @@ def perturbation_curves(model: keras.Model, images: np.ndarray, maps: Mapping[st
             raise ValueError(f"map {name!r} has shape {np.shape(m)}, expected {(n, h, w)}")
     region = target_region(model, images, target, masks, batch_size)
     base = baseline_images(images, baseline, seed, blur_sigma)
-    view = logits_view(model)
+    # The perturbed images are most of an audit's model passes, so they run on the copy with the
+    # batch normalisations folded into the convolutions: the same function at inference, 1.25x
+    # faster on the CPU here. Forward passes only: a region-mean probability moves by float32
+    # rounding (1e-6), where gradient maps through the folded copy can differ by 1e-2 of their
+    # scale (ReLUs near zero flip), so the methods fold only with xai.fold_batchnorm.
+    view = folded_view(model)
     fn = logits_function(view)
     names = list(maps)
     ranks = pixel_ranks(np.stack([maps[k] for k in names])) if names else np.zeros((0, n, h, w), np.int32)
