@@ -284,3 +284,31 @@ def test_a_change_of_the_mask_threshold_gives_every_stored_model_a_new_key(tiny_
     assert other_base != base
     assert all(other_variants[name] != key for name, key in variants.items())
     assert model_keys(tiny_config(), ds) == (base, variants)  # and equal settings find the same models
+
+
+def test_a_second_fit_of_the_same_model_reuses_its_train_step_and_trains_as_a_fresh_one(tmp_path):
+    """The variants are fine-tuned on the base's model object: the traced train step is reused
+    (tracing costs more than a short fine-tune's epochs), and the fit is exactly a fresh model's
+    from the same weights: loss settings, optimizer moments, step count and rate all reset."""
+    from glassbox_audit.models.train import fit
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((16, 32, 32, 1)) > 0.5).astype("float32")
+    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    kw = dict(batch_size=8, patience=5, augment=None, seed=0, label="t")
+    keras.utils.set_random_seed(0)
+    model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
+    fit(model, LossConfig("dice", bce_weight=0.5), data, epochs=2, lr=1e-2, backup_dir=tmp_path / "a", **kw)
+    step = model.train_function
+    start = model.get_weights()
+    variant = LossConfig("tversky", alpha=0.7, beta=0.3)
+    reused = fit(model, variant, data, epochs=2, lr=3e-3, backup_dir=tmp_path / "b", **kw)
+    assert model.train_function is step and int(model.optimizer.iterations) == 4
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+
+    fresh_model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
+    fresh_model.set_weights(start)
+    fresh = fit(fresh_model, variant, data, epochs=2, lr=3e-3, backup_dir=tmp_path / "c", **kw)
+    assert reused["loss"] == pytest.approx(fresh["loss"], rel=1e-5)
+    assert reused["val_loss"] == pytest.approx(fresh["val_loss"], rel=1e-5)

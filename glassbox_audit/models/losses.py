@@ -13,7 +13,7 @@ from keras import ops
 
 from ..config import LossConfig
 
-__all__ = ["dice_coefficient", "dice_loss", "make_loss", "tversky_loss"]
+__all__ = ["LossWeights", "dice_coefficient", "dice_loss", "make_loss", "tversky_loss"]
 
 _SMOOTH = 1.0  # keeps empty masks finite and their gradient gentle
 
@@ -57,6 +57,38 @@ def make_loss(cfg: LossConfig) -> Callable:
 
     loss.__name__ = f"{cfg.kind}_loss"
     return loss
+
+
+class LossWeights:
+    """Every :class:`LossConfig` as one loss whose settings are variables.
+
+    ``dice * Dice loss + tversky * Tversky loss (alpha, beta) + bce * BCE``: ``dice`` kind is
+    (1, 0), ``tversky`` (0, 1), ``hybrid`` (dice_weight, 1 - dice_weight). A train step
+    compiled with it is traced once and serves the base and every variant after
+    :meth:`assign` (tracing a step takes longer than a short fine-tune's epochs on 2 cores).
+    The value is :func:`make_loss`'s: the terms a kind leaves out are added with weight 0.
+    """
+
+    def __init__(self, cfg: LossConfig | None = None):
+        def var(name):
+            return keras.Variable(0.0, trainable=False, name=f"loss_{name}", dtype="float32")
+
+        self.dice, self.tversky, self.alpha, self.beta, self.bce = (
+            var(n) for n in ("dice", "tversky", "alpha", "beta", "bce"))
+        self.__name__ = "segmentation_loss"
+        if cfg is not None:
+            self.assign(cfg)
+
+    def assign(self, cfg: LossConfig) -> None:
+        dice, tversky = {"dice": (1.0, 0.0), "tversky": (0.0, 1.0)}.get(cfg.kind, (cfg.dice_weight, 1 - cfg.dice_weight))
+        for v, value in ((self.dice, dice), (self.tversky, tversky), (self.alpha, cfg.alpha), (self.beta, cfg.beta),
+                         (self.bce, cfg.bce_weight)):
+            v.assign(value)
+
+    def __call__(self, y_true, logits):
+        bce = ops.mean(keras.losses.binary_crossentropy(y_true, logits, from_logits=True))
+        return (self.dice * dice_loss(y_true, logits) + self.tversky * tversky_loss(y_true, logits, self.alpha, self.beta)
+                + self.bce * bce)
 
 
 def dice_coefficient(y_true, logits):

@@ -15,6 +15,7 @@ import platform
 import shutil
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,43 @@ class _LogEpochs:
         return Cb()
 
 
+# A model's compiled training state: the loss whose settings are variables, and what the
+# optimizer was built with. Fits of one model object with the same optimizer settings (the base
+# and each variant fine-tuned from it, with the plateau schedule; the variants alone with the
+# cosine one) reuse its traced train step.
+_COMPILED: "weakref.WeakKeyDictionary[Any, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _optimizer_settings(train_cfg: TrainConfig | None, lr: float, epochs: int, steps: int, schedule: str) -> tuple:
+    t = train_cfg or TrainConfig()
+    if schedule != "cosine":  # a constant rate (halved on plateaus): assigned per fit
+        return ("plateau", t.optimizer, t.weight_decay)
+    return ("cosine", t.optimizer, t.weight_decay, lr, epochs, steps, t.warmup_epochs, t.final_lr_fraction)
+
+
+def _prepare(model, loss_cfg: LossConfig, train_cfg: TrainConfig | None, lr: float, epochs: int, steps: int,
+             schedule: str) -> None:
+    """Compile ``model`` for this fit, or reuse its compiled step: the loss settings assigned, the
+    optimizer's state set back to a fresh one's (zero moments, step 0, the rate ``lr``)."""
+    import keras
+
+    from .losses import LossWeights, dice_coefficient
+
+    settings = _optimizer_settings(train_cfg, lr, epochs, steps, schedule)
+    known = _COMPILED.get(model)
+    if known is not None and known[0] == settings and model.optimizer is not None:
+        known[1].assign(loss_cfg)
+        for v in model.optimizer.variables:
+            v.assign(np.zeros(tuple(v.shape), dtype=v.dtype))
+        if schedule != "cosine":
+            model.optimizer.learning_rate = lr
+        return
+    loss = LossWeights(loss_cfg)
+    rate = learning_rate_schedule(train_cfg, lr, epochs, steps, schedule)
+    model.compile(optimizer=_optimizer(train_cfg, rate), loss=loss, metrics=[dice_coefficient], jit_compile=False)
+    _COMPILED[model] = (settings, loss)
+
+
 def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,
         batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str,
         schedule: str = "plateau", epoch_log: Path | None = None,
@@ -110,15 +148,13 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
     ``epoch_log``: a CSV file that gets one row per finished epoch (appended on resume).
     ``train_cfg``: a :class:`~glassbox_audit.config.TrainConfig` for the optimizer (Adam or
     AdamW), the warm-up and the end of the cosine decay; None: Adam, cosine to 1/20.
+    Fitting the same model object again (a variant from the base weights) reuses its compiled
+    train step when the optimizer settings match, with a fresh optimizer state.
     """
     import keras
 
-    from .losses import dice_coefficient, make_loss
-
     steps = -(-len(data["x_train"]) // batch_size)
-    rate = learning_rate_schedule(train_cfg, lr, epochs, steps, schedule)
-    model.compile(optimizer=_optimizer(train_cfg, rate), loss=make_loss(loss_cfg),
-                  metrics=[dice_coefficient], jit_compile=False)
+    _prepare(model, loss_cfg, train_cfg, lr, epochs, steps, schedule)
     train = _datasets(data["x_train"], data["y_train"], batch_size, augment, seed, True, batched_augment)
     val = _datasets(data["x_val"], data["y_val"], batch_size, None, seed, False)
     callbacks = [
@@ -249,10 +285,16 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
     augment = (make_batch_augment if batched else make_augment)(cfg.train.augment, size)
     backups = models_dir / ".backup"
 
+    trainer: list = []
+
     def build():
-        m = cfg.model
-        return build_attention_unet(size, m.depth, m.base_filters, m.attention_gates,
-                                    m.bottleneck_attention, m.norm, m.dropout)
+        """The one model object every fit of this run trains: the base, then each variant from
+        the base weights, so the compiled train step is traced once (``fit``)."""
+        if not trainer:
+            m = cfg.model
+            trainer.append(build_attention_unet(size, m.depth, m.base_filters, m.attention_gates,
+                                                m.bottleneck_attention, m.norm, m.dropout))
+        return trainer[0]
 
     base = find_model(models_dir, "base", base_key) if mode != "always" else None
     if base is not None:
@@ -279,7 +321,7 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
             result.append(load_model(found[v.name], size))
             log.info("models: loaded stored model %s instead of training", v.name)
             continue
-        model = build()  # a fresh copy of the architecture, starting from the base weights
+        model = build()  # the architecture, starting from the base weights
         model.set_weights(base.model.get_weights())
         start = time.perf_counter()
         history: dict[str, list[float]] = {}

@@ -46,7 +46,11 @@ def save_png(fig: Figure, path: str | Path, dpi: int) -> Path:
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=dpi, metadata={"Software": None}, facecolor="white")
+    # zlib level 1, not Pillow's 6: a third of an audit's drawing time was PNG compression
+    # (62 figures: 8.3 s at level 6, 2.1 s at level 1, for 14% more bytes; the PDF embeds the
+    # photographic ones as JPEG either way).
+    fig.savefig(out, format="png", dpi=dpi, metadata={"Software": None}, facecolor="white",
+                pil_kwargs={"compress_level": 1})
     return out
 
 
