@@ -25,6 +25,19 @@ def test_first_run_trains_and_writes_a_complete_version(two_runs):
     assert any("training base model" in m for m in two_runs["first_log"])
 
 
+def test_model_cards_and_the_dossier_give_the_seconds_an_epoch_took(two_runs):
+    cfg = two_runs["cfg"]
+    cards = {p.parent.name.rsplit("-", 1)[0]: json.loads(p.read_text())
+             for p in Path(cfg.models_dir).glob("*/card.json")}
+    assert set(cards) == {"base", "precision-optimized", "balanced", "recall-optimized"}
+    for name, card in cards.items():
+        assert card["seconds_per_epoch"] == pytest.approx(card["training_seconds"] / card["epochs_run"], abs=0.06)
+    variant = cards["balanced"]
+    assert variant["base_seconds_per_epoch"] == cards["base"]["seconds_per_epoch"]
+    html = two_runs["first"].html.read_text()
+    assert f"({variant['seconds_per_epoch']} s an epoch)" in html
+
+
 def test_second_run_loads_stored_models_and_leaves_v001_byte_identical(two_runs):
     first, second = two_runs["first"], two_runs["second"]
     assert second.version == "v002"

@@ -209,6 +209,8 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
         "best_epoch": int(np.argmax(val_dice)) + 1 if val_dice else None,
         "best_val_dice": float(max(val_dice)) if val_dice else None,
         "training_seconds": round(seconds, 1),
+        # Wall seconds per epoch run (the first includes tracing the train step, if this fit traced it).
+        "seconds_per_epoch": round(seconds / len(history["loss"]), 1) if history.get("loss") else None,
         "hardware": _hardware(),
         "base_model": base_key,
         "keras_version": keras.__version__,
@@ -339,6 +341,7 @@ def obtain_models(cfg: AuditConfig, ds: Dataset, models_dir: Path | None = None)
                      cfg.train.finetune_learning_rate, base_key)
         card["base_history"] = base.card.get("history", {})
         card["base_training_seconds"] = base.card.get("training_seconds")
+        card["base_seconds_per_epoch"] = base.card.get("seconds_per_epoch")
         # Use the stored file, not the in-memory model: the first run then evaluates exactly
         # what later runs load (uncompiled, safe-mode loaded, hash-checked).
         result.append(load_model(save_model(models_dir, v.name, keys[v.name], model, card,

@@ -142,6 +142,7 @@ def _models(r: _Run) -> list[dict[str, Any]]:
             "epochs_run": card.get("epochs_run"), "best_epoch": card.get("best_epoch"),
             "best_val_dice": card.get("best_val_dice"), "training_seconds": card.get("training_seconds"),
             "base_training_seconds": card.get("base_training_seconds"), "hardware": card.get("hardware", {}),
+            "seconds_per_epoch": card.get("seconds_per_epoch"), "base_seconds_per_epoch": card.get("base_seconds_per_epoch"),
             "created": card.get("created"), "base_model": card.get("base_model"),
             "train_fingerprint": card.get("data", {}).get("train_fingerprint"),
             "external": card.get("external"),

@@ -177,25 +177,21 @@ def _architecture(model: keras.Model) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _runners(models: Mapping[str, keras.Model]) -> dict[str, tuple[keras.Model, threading.Lock | None]]:
-    """The model each variant's explanations run on: a shared one for an architecture two or
-    more of ``models`` have, else the model itself."""
+def _shared_architectures(models: Mapping[str, keras.Model]) -> dict[str, str | None]:
+    """Each variant's architecture digest when two or more of ``models`` have it, else None
+    (the variant then runs on its own model)."""
     digests = {name: _architecture(m) for name, m in models.items()}
-    counts: dict[str, int] = {}
+    counts: dict[str | None, int] = {}
     for d in digests.values():
-        if d is not None:
-            counts[d] = counts.get(d, 0) + 1
-    out: dict[str, tuple[keras.Model, threading.Lock | None]] = {}
-    for name, model in models.items():
-        d = digests[name]
-        if d is None or counts[d] < 2:
-            out[name] = (model, None)
-            continue
-        with _SHARED_LOCK:
-            if d not in _SHARED:
-                _SHARED[d] = (keras.models.clone_model(model), threading.Lock())
-        out[name] = _SHARED[d]
-    return out
+        counts[d] = counts.get(d, 0) + 1
+    return {name: d if d is not None and counts[d] > 1 else None for name, d in digests.items()}
+
+
+def _shared_model(digest: str, like: keras.Model) -> tuple[keras.Model, threading.Lock]:
+    with _SHARED_LOCK:
+        if digest not in _SHARED:  # made when first needed: a run whose maps all come from the cache makes none
+            _SHARED[digest] = (keras.models.clone_model(like), threading.Lock())
+        return _SHARED[digest]
 
 
 def _skip_reason(method: str, model: keras.Model) -> str | None:
@@ -255,36 +251,35 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
     result = XaiResult(list(models), ids, dataclasses.replace(s))
     say = progress or (lambda _msg: None)
     cache = XaiCache(cache_dir) if cache_dir else None
-    runners = _runners(models)
+    shared = _shared_architectures(models)
     with engine_options(jit_compile=s.jit_compile, fold_batchnorm=s.fold_batchnorm):
         for name, model in models.items():
-            _add(result, name, *_model_explanations(name, model, runners[name], images, masks, s, cache, say))
+            _add(result, name, *_model_explanations(name, model, shared[name], images, masks, s, cache, say))
     return result
 
 
-def _explain_on(runner: tuple[keras.Model, threading.Lock | None], name: str, model: keras.Model,
-                images: np.ndarray, masks: np.ndarray | None, s: XaiSettings,
-                say: Callable[[str], None]) -> ModelExplanations:
-    shared, lock = runner
-    if lock is None:
+def _explain_on(architecture: str | None, name: str, model: keras.Model, images: np.ndarray,
+                masks: np.ndarray | None, s: XaiSettings, say: Callable[[str], None]) -> ModelExplanations:
+    if architecture is None:
         return _explain_model(name, model, images, masks, s, say)
+    shared, lock = _shared_model(architecture, model)
     with lock:
         shared.set_weights(model.get_weights())
         return _explain_model(name, shared, images, masks, s, say)
 
 
-def _model_explanations(name: str, model: keras.Model, runner: tuple[keras.Model, threading.Lock | None],
+def _model_explanations(name: str, model: keras.Model, architecture: str | None,
                         images: np.ndarray, masks: np.ndarray | None, s: XaiSettings, cache: XaiCache | None,
                         say: Callable[[str], None]) -> tuple[ModelExplanations, bool]:
     """One model's results, from the cache when it has them (then True), else computed (and cached)."""
     if cache is None:
-        return _explain_on(runner, name, model, images, masks, s, say), False
+        return _explain_on(architecture, name, model, images, masks, s, say), False
     key = cache.key(model, name, images, masks, s)
     part = cache.load(key)
     if part is not None:
         say(f"xai for {name} read from the cache ({key.digest[:12]})")
         return part, True
-    part = _explain_on(runner, name, model, images, masks, s, say)
+    part = _explain_on(architecture, name, model, images, masks, s, say)
     try:
         cache.save(key, part)
     except OSError as exc:  # a full or read-only disk costs the next run time, not this one
