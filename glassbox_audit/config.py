@@ -383,6 +383,7 @@ class ReportConfig:
     # models, data and settings) copies them instead of drawing them (report.figure_cache);
     # relative to the working directory; empty: every figure is drawn.
     figure_cache: str = ".cache/glassbox-audit/figures"
+    figure_cache_max_mb: float = 512  # the least recently used figures beyond it are deleted after a run
     # Acceptance criteria shown as pass/fail in the summary: "<metric> <op> <value>", where the
     # metric is a macro (image-mean) metric or thresholded_jaccard / lesion_detection_rate.
     acceptance: list[str] = field(default_factory=lambda: list(DEFAULT_ACCEPTANCE))
@@ -390,6 +391,7 @@ class ReportConfig:
     def validate(self, key: str) -> None:
         _check(self.max_gallery >= 0, f"{key}.max_gallery", "must be 0 (no gallery) or positive")
         _check(30 <= self.figure_dpi <= 600, f"{key}.figure_dpi", "must be in 30..600")
+        _check(self.figure_cache_max_mb > 0, f"{key}.figure_cache_max_mb", "must be positive")
         _check(0.2 <= self.figure_scale <= 5, f"{key}.figure_scale", "must be in 0.2..5")
         _check(self.max_listed_files >= 0, f"{key}.max_listed_files", "must be 0 or positive")
         for i, text in enumerate(self.acceptance):

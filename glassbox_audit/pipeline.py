@@ -259,7 +259,7 @@ def run_audit(cfg: AuditConfig, command: str = "glassbox_audit.run_audit()", exe
         computed = _compute(cfg, executor)
 
     # Figures drawn before (same pictures: same models, data, settings) are copied, not drawn.
-    with figure_cache(cfg.report.figure_cache or None):
+    with figure_cache(cfg.report.figure_cache or None, cfg.report.figure_cache_max_mb):
         with new_version(Path(cfg.audits_dir), cfg.name) as build:
             folder = build.path
             run_id = str(uuid.uuid4())

@@ -80,3 +80,48 @@ def test_outside_a_cache_block_or_with_an_unkeyable_argument_the_figure_is_drawn
         charts.plot_histogram(tmp_path / "c.png", odd, "Dice", dpi=40)
     assert len(drawn) == 3
     assert not any((tmp_path / "cache").rglob("*.png"))
+
+
+def test_a_cached_figure_whose_bytes_changed_on_disk_is_drawn_again_not_copied(drawn, tmp_path):
+    with cache_block(tmp_path / "cache"):
+        charts.plot_histogram(tmp_path / "first.png", VALUES, "Dice", dpi=40)
+    [stored] = (tmp_path / "cache").glob("*/*.png")
+    stored.write_bytes(stored.read_bytes()[:-40])  # truncated on disk
+    with cache_block(tmp_path / "cache"):
+        charts.plot_histogram(tmp_path / "second.png", VALUES, "Dice", dpi=40)
+    assert len(drawn) == 2
+    assert (tmp_path / "second.png").read_bytes() == (tmp_path / "first.png").read_bytes()
+    # and the cache holds the good figure again
+    assert stored.read_bytes() == (tmp_path / "first.png").read_bytes()
+
+
+def test_a_cached_figure_that_cannot_be_read_is_drawn_and_the_run_goes_on(drawn, tmp_path, monkeypatch):
+    with cache_block(tmp_path / "cache"):
+        charts.plot_histogram(tmp_path / "first.png", VALUES, "Dice", dpi=40)
+    real = figure_cache._store
+
+    def failing(src, dst, check=None):
+        if check is not None:
+            raise PermissionError(f"cannot read {src}")
+        return real(src, dst, check)
+
+    monkeypatch.setattr(figure_cache, "_store", failing)
+    with cache_block(tmp_path / "cache"):
+        charts.plot_histogram(tmp_path / "second.png", VALUES, "Dice", dpi=40)
+    assert len(drawn) == 2 and (tmp_path / "second.png").read_bytes() == (tmp_path / "first.png").read_bytes()
+
+
+def test_the_cache_keeps_the_most_recently_used_figures_within_its_size(drawn, tmp_path):
+    import os
+
+    cache = tmp_path / "cache"
+    with cache_block(cache):
+        for i in range(3):
+            charts.plot_histogram(tmp_path / f"{i}.png", VALUES, f"metric {i}", dpi=40)
+    pngs = sorted(cache.glob("*/*.png"), key=lambda p: p.stat().st_mtime)
+    for age, png in enumerate(pngs):  # oldest first, one minute apart
+        os.utime(png, (1_000_000 + 60 * age, 1_000_000 + 60 * age))
+    keep = pngs[-1].stat().st_size + pngs[-2].stat().st_size
+    assert figure_cache.prune(cache, keep) == 1
+    assert not pngs[0].exists() and not pngs[0].with_suffix(".sha256").exists()
+    assert pngs[1].exists() and pngs[2].exists()

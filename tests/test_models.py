@@ -312,3 +312,28 @@ def test_a_second_fit_of_the_same_model_reuses_its_train_step_and_trains_as_a_fr
     fresh = fit(fresh_model, variant, data, epochs=2, lr=3e-3, backup_dir=tmp_path / "c", **kw)
     assert reused["loss"] == pytest.approx(fresh["loss"], rel=1e-5)
     assert reused["val_loss"] == pytest.approx(fresh["val_loss"], rel=1e-5)
+
+
+def test_a_fit_after_someone_else_compiled_the_model_trains_with_its_own_loss(tmp_path):
+    """The reuse of a compiled step holds only while the model keeps what ``fit`` compiled into
+    it: after another compile, the next fit must not assign its loss settings to a loss the
+    model no longer uses."""
+    from glassbox_audit.models.train import fit
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((16, 32, 32, 1)) > 0.5).astype("float32")
+    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    kw = dict(batch_size=8, patience=5, augment=None, seed=0, label="t")
+    keras.utils.set_random_seed(0)
+    model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
+    fit(model, LossConfig("dice", bce_weight=0.5), data, epochs=1, lr=1e-2, backup_dir=tmp_path / "a", **kw)
+    start = model.get_weights()
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    variant = LossConfig("tversky", alpha=0.7, beta=0.3)
+    after = fit(model, variant, data, epochs=1, lr=3e-3, backup_dir=tmp_path / "b", **kw)
+
+    fresh_model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
+    fresh_model.set_weights(start)
+    fresh = fit(fresh_model, variant, data, epochs=1, lr=3e-3, backup_dir=tmp_path / "c", **kw)
+    assert after["loss"] == pytest.approx(fresh["loss"], rel=1e-5)

@@ -104,7 +104,7 @@ class _LogEpochs:
 # optimizer was built with. Fits of one model object with the same optimizer settings (the base
 # and each variant fine-tuned from it, with the plateau schedule; the variants alone with the
 # cosine one) reuse its traced train step.
-_COMPILED: "weakref.WeakKeyDictionary[Any, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+_COMPILED: "weakref.WeakKeyDictionary[Any, tuple[tuple, Any, Any]]" = weakref.WeakKeyDictionary()
 
 
 def _optimizer_settings(train_cfg: TrainConfig | None, lr: float, epochs: int, steps: int, schedule: str) -> tuple:
@@ -124,7 +124,10 @@ def _prepare(model, loss_cfg: LossConfig, train_cfg: TrainConfig | None, lr: flo
 
     settings = _optimizer_settings(train_cfg, lr, epochs, steps, schedule)
     known = _COMPILED.get(model)
-    if known is not None and known[0] == settings and model.optimizer is not None:
+    # Reused only while the model still holds what this function compiled into it: a caller
+    # that compiled it again in between would otherwise train with its loss, not loss_cfg.
+    if (known is not None and known[0] == settings and model.loss is known[1]
+            and model.optimizer is not None and model.optimizer is known[2]):
         known[1].assign(loss_cfg)
         for v in model.optimizer.variables:
             v.assign(np.zeros(tuple(v.shape), dtype=v.dtype))
@@ -134,7 +137,7 @@ def _prepare(model, loss_cfg: LossConfig, train_cfg: TrainConfig | None, lr: flo
     loss = LossWeights(loss_cfg)
     rate = learning_rate_schedule(train_cfg, lr, epochs, steps, schedule)
     model.compile(optimizer=_optimizer(train_cfg, rate), loss=loss, metrics=[dice_coefficient], jit_compile=False)
-    _COMPILED[model] = (settings, loss)
+    _COMPILED[model] = (settings, loss, model.optimizer)
 
 
 def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int, lr: float,

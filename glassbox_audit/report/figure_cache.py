@@ -4,12 +4,14 @@ Drawing the dossier's pictures (overlays, probability maps, the failure gallery,
 explanation method, the charts) is most of a repeat audit's time, and a nightly run that loads
 the same models on the same data draws the same pictures again. Each drawing function marked
 :func:`cached_figure` gets a key: the sha256 of the code that draws (the source of
-``glassbox_audit.report`` and ``glassbox_audit.xai.figures``, and the matplotlib, NumPy and
-Pillow versions), the function's name, and every argument but the output path (arrays by
+``glassbox_audit.report`` and ``glassbox_audit.xai.figures``, and the matplotlib, NumPy,
+Pillow and OpenCV versions), the function's name, and every argument but the output path (arrays by
 dtype, shape and bytes; dataclasses field by field). Inside ``figure_cache(folder)`` a stored
 PNG with that key is copied to the path instead of drawing; otherwise the figure is drawn and
 a copy stored. The PNGs are byte-reproducible (:func:`~glassbox_audit.report.kit.save_png`),
-so a copy is the file the drawing would have written. Outside a ``figure_cache`` block, or for
+so a copy is the file the drawing would have written; each is stored with its sha256 and a
+copy whose bytes differ is drawn again instead. The folder keeps the most recently used figures
+up to a size limit. Outside a ``figure_cache`` block, or for
 an argument the key cannot be computed from, the figure is simply drawn.
 
 Example::
@@ -35,7 +37,7 @@ from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["cached_figure", "code_digest", "figure_cache", "figure_key"]
+__all__ = ["cached_figure", "code_digest", "figure_cache", "figure_key", "prune"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class _Unkeyable(TypeError):
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """sha256 of everything that decides how a figure looks, besides its arguments."""
+    import cv2
     import matplotlib
     import PIL
 
@@ -59,7 +62,9 @@ def code_digest() -> str:
     for f in sorted([*(pkg / "report").glob("*.py"), pkg / "xai" / "figures.py"]):
         h.update(f.name.encode())
         h.update(f.read_bytes())
-    h.update(f"matplotlib {matplotlib.__version__} numpy {np.__version__} pillow {PIL.__version__}".encode())
+    # OpenCV resizes maps and draws the overlays' contours, so its version decides pixels too.
+    h.update(f"matplotlib {matplotlib.__version__} numpy {np.__version__} pillow {PIL.__version__} "
+             f"opencv {cv2.__version__}".encode())
     return h.hexdigest()
 
 
@@ -104,8 +109,9 @@ def figure_key(fn: Callable, args: tuple, kwargs: dict) -> str:
 
 
 @contextlib.contextmanager
-def figure_cache(folder: str | os.PathLike | None) -> Iterator[None]:
-    """Reuse and store the figures drawn in this block in ``folder`` (None or "": no cache)."""
+def figure_cache(folder: str | os.PathLike | None, max_mb: float = 512) -> Iterator[None]:
+    """Reuse and store the figures drawn in this block in ``folder`` (None or "": no cache);
+    at the end, the least recently used figures beyond ``max_mb`` are deleted."""
     token = _FOLDER.set(Path(folder) if folder else None)
     before = dict(_STATS)
     try:
@@ -113,21 +119,61 @@ def figure_cache(folder: str | os.PathLike | None) -> Iterator[None]:
     finally:
         _FOLDER.reset(token)
         if folder:
-            log.info("figures: %d read from the cache, %d drawn", _STATS["hits"] - before["hits"],
-                     _STATS["misses"] - before["misses"])
+            pruned = prune(Path(folder), int(max_mb * 1024 * 1024))
+            log.info("figures: %d read from the cache, %d drawn%s", _STATS["hits"] - before["hits"],
+                     _STATS["misses"] - before["misses"],
+                     f", {pruned} least recently used deleted (report.figure_cache_max_mb)" if pruned else "")
 
 
-def _store(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` atomically: a reader never sees half a PNG."""
+class _Damaged(Exception):
+    """A stored figure whose bytes are not those it was stored with."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest_of(stored: Path) -> Path:
+    return stored.with_suffix(".sha256")
+
+
+def _store(src: Path, dst: Path, check: Path | None = None) -> None:
+    """Copy ``src`` to ``dst`` atomically: a reader never sees half a PNG. ``check``: a file
+    holding the sha256 the copy must have (a cached figure truncated or altered on disk is
+    refused, not sealed into a version)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        if check is not None and _sha256(Path(tmp)) != check.read_text().strip():
+            raise _Damaged("its bytes differ from the sha256 stored with it")
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def prune(folder: Path, max_bytes: int) -> int:
+    """Delete the least recently used figures until ``folder`` holds at most ``max_bytes``;
+    the number deleted. A nightly audit of changing data adds its figures every night."""
+    entries = []
+    for png in folder.glob("*/*.png"):
+        try:
+            st = png.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime, st.st_size, png))
+    total = sum(size for _, size, _ in entries)
+    deleted = 0
+    for _, size, png in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        png.unlink(missing_ok=True)
+        _digest_of(png).unlink(missing_ok=True)
+        total -= size
+        deleted += 1
+    return deleted
 
 
 def cached_figure(fn: F) -> F:
@@ -146,13 +192,19 @@ def cached_figure(fn: F) -> F:
         stored = folder / key[:2] / f"{key}.png"
         out = Path(path)
         if stored.is_file():
-            _STATS["hits"] += 1
-            _store(stored, out)
-            return out
+            try:
+                _store(stored, out, check=_digest_of(stored))
+                os.utime(stored)  # recently used: the last to be pruned
+            except (OSError, _Damaged) as exc:  # drawing costs time; a wrong or lost figure, the audit
+                log.warning("figures: %s from the cache not used (%s): drawing it", stored.name, exc)
+            else:
+                _STATS["hits"] += 1
+                return out
         _STATS["misses"] += 1
         written = Path(fn(path, *args, **kwargs))
         try:
             _store(written, stored)
+            _digest_of(stored).write_text(_sha256(written))
         except OSError as exc:  # a full or read-only cache costs the next run time, not this one
             log.warning("figures: could not store %s in the cache: %s", written.name, exc)
         return written

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -273,15 +274,19 @@ def _reinitialised(variable, rng: np.random.Generator) -> np.ndarray:
 
 # One clone per model, kept while the model lives: each randomisation check overwrites its
 # weights, so the functions traced for it (every method's, on every view) serve every batch
-# of a run instead of being traced again for each.
-_COPIES: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
+# of a run instead of being traced again for each. A worker with several threads can check
+# two batches of one model at once: each check holds the copy's lock from its first weight
+# write to its last map, so no check reads weights of another's depth.
+_COPIES: "weakref.WeakKeyDictionary[keras.Model, tuple[keras.Model, threading.Lock]]" = weakref.WeakKeyDictionary()
+_COPIES_LOCK = threading.Lock()
 
 
-def _reusable_copy(model: keras.Model) -> keras.Model:
-    copy = _COPIES.get(model)
-    if copy is None:
-        copy = _COPIES[model] = keras.models.clone_model(model)
-    return copy
+def _reusable_copy(model: keras.Model) -> tuple[keras.Model, threading.Lock]:
+    with _COPIES_LOCK:
+        entry = _COPIES.get(model)
+        if entry is None:
+            entry = _COPIES[model] = (keras.models.clone_model(model), threading.Lock())
+    return entry
 
 
 def randomised_copy(model: keras.Model, depth: int, seed: int = 0, copy: keras.Model | None = None) -> keras.Model:
@@ -354,12 +359,13 @@ def randomisation_check(model: keras.Model, original: Mapping[str, np.ndarray],
     names = list(original)
     rho = {k: [] for k in names}
     ssim = {k: [] for k in names}
-    copy = _reusable_copy(model)
-    for depth in depths:
-        maps = explain(randomised_copy(model, depth, seed, copy))
-        for k in names:
-            r, s = map_similarity(original[k], maps[k])
-            rho[k].append(r)
-            ssim[k].append(s)
+    copy, lock = _reusable_copy(model)
+    with lock:
+        for depth in depths:
+            maps = explain(randomised_copy(model, depth, seed, copy))
+            for k in names:
+                r, s = map_similarity(original[k], maps[k])
+                rho[k].append(r)
+                ssim[k].append(s)
     labels = [b for b, _ in blocks]
     return [RandomisationResult(k, model_name, labels, depths, np.array(rho[k]), np.array(ssim[k])) for k in names]
