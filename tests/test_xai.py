@@ -275,3 +275,41 @@ def _caption(result, key):
     lines = [f"{TITLES[key]}. Parameters: {params_line(result.params[key])}.",
              f"Explained: {result.targets['gated'].describe()}."]
     return "\n".join(lines)
+
+
+@keras.saving.register_keras_serializable(package="glassbox_tests")
+class _ForgetfulScale(keras.layers.Layer):
+    """Multiplies by a factor set after construction, which its config (Keras records the
+    constructor's arguments) leaves out: a clone from the config scales by 1."""
+
+    factor = 1.0
+
+    def call(self, x):
+        return x * self.factor
+
+
+def _forgetful_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="enc1_conv1")(inputs)
+    scale = _ForgetfulScale(name="scale")
+    scale.factor = 3.0
+    x = scale(x)
+    return keras.Model(inputs, keras.layers.Conv2D(1, 1, name="logits")(x), name="forgetful")
+
+
+def test_variants_whose_shared_copy_would_compute_otherwise_are_explained_on_their_own_models(images, caplog):
+    """Two external models with one configuration, whose custom layer keeps state the config
+    leaves out: the shared copy would explain another function, so each is explained alone."""
+    first, second = _forgetful_model(1), _forgetful_model(2)
+    assert first.to_json() == second.to_json()
+    settings = XaiSettings(methods=["saliency"], deletion_steps=3, randomisation_steps=1,
+                           randomisation_methods=["saliency"], batch_size=4)
+    x, masks = images[0][:2], images[1][:2]
+    with caplog.at_level("WARNING", logger="glassbox_audit.xai.batch"):
+        together = explain_batch({"first": first, "second": second}, x, masks, settings)
+    assert "computes otherwise" in caplog.text
+    assert first in COMPILED and second in COMPILED  # each traced for itself, not via the shared copy
+    for name, model in (("first", first), ("second", second)):
+        alone = explain_batch({name: model}, x, masks, settings)
+        np.testing.assert_array_equal(together.maps["saliency"][name], alone.maps["saliency"][name])

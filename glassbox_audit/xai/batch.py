@@ -164,7 +164,7 @@ def method_maps(method: str, model: keras.Model, images: np.ndarray, region: Tar
 # architecture rather than once per variant. The maps are those of the variant's own model: the
 # same graph with the same weights. A lock per architecture keeps two threads (the review
 # workstation serves requests in a thread pool) from swapping weights under each other.
-_SHARED: dict[str, tuple[keras.Model, threading.Lock]] = {}
+_SHARED: dict[str, tuple[keras.Model, threading.Lock] | None] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -187,11 +187,28 @@ def _shared_architectures(models: Mapping[str, keras.Model]) -> dict[str, str | 
     return {name: d if d is not None and counts[d] > 1 else None for name, d in digests.items()}
 
 
-def _shared_model(digest: str, like: keras.Model) -> tuple[keras.Model, threading.Lock]:
+def _shared_model(digest: str, like: keras.Model) -> tuple[keras.Model, threading.Lock] | None:
+    """The architecture's shared model, or None where it cannot be cloned (the variant then
+    runs on its own model)."""
     with _SHARED_LOCK:
         if digest not in _SHARED:  # made when first needed: a run whose maps all come from the cache makes none
-            _SHARED[digest] = (keras.models.clone_model(like), threading.Lock())
+            try:
+                _SHARED[digest] = (keras.models.clone_model(like), threading.Lock())
+            except Exception as exc:  # noqa: BLE001 - e.g. a custom layer that does not rebuild from its config
+                log.warning("xai: %s cannot be cloned (%s): each variant is explained on its own model",
+                            like.name, exc)
+                _SHARED[digest] = None
         return _SHARED[digest]
+
+
+def _computes_as(shared: keras.Model, model: keras.Model, images: np.ndarray) -> bool:
+    """Whether the shared model, holding ``model``'s weights, gives its outputs. Two models with
+    one configuration compute alike unless a layer keeps state its config leaves out (an
+    external model's custom layer can): then every map would be of another function."""
+    probe = images[:1]
+    want = np.asarray(model(probe, training=False), dtype=np.float64)
+    got = np.asarray(shared(probe, training=False), dtype=np.float64)
+    return want.shape == got.shape and bool(np.allclose(got, want, rtol=1e-4, atol=1e-5))
 
 
 def _skip_reason(method: str, model: keras.Model) -> str | None:
@@ -262,9 +279,16 @@ def _explain_on(architecture: str | None, name: str, model: keras.Model, images:
                 masks: np.ndarray | None, s: XaiSettings, say: Callable[[str], None]) -> ModelExplanations:
     if architecture is None:
         return _explain_model(name, model, images, masks, s, say)
-    shared, lock = _shared_model(architecture, model)
+    entry = _shared_model(architecture, model)
+    if entry is None:
+        return _explain_model(name, model, images, masks, s, say)
+    shared, lock = entry
     with lock:
         shared.set_weights(model.get_weights())
+        if not _computes_as(shared, model, images):
+            log.warning("xai: the shared copy of %s's architecture computes otherwise than %s: "
+                        "explained on its own model", name, name)
+            return _explain_model(name, model, images, masks, s, say)
         return _explain_model(name, shared, images, masks, s, say)
 
 
