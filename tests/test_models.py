@@ -240,10 +240,53 @@ def test_interrupted_training_resumes_from_the_last_finished_epoch(tmp_path):
     assert (tmp_path / "backup").exists()  # the finished epochs were kept
 
     history = fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data, **kw)
-    assert len(history["loss"]) == 2  # epochs 3 and 4 only
+    # The history is the whole fit's: the epoch finished before the crash, then the crashed one
+    # run again and the rest.
+    assert len(history["loss"]) == len(history.epoch_seconds) == 4 and history.interruptions == 1
+    assert history.earlier_seconds == pytest.approx(history.epoch_seconds[0])
     with open(tmp_path / "epochs.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()  # removed once training completed
+    assert not (tmp_path / "backup.best").exists()
+
+
+def test_the_best_epoch_before_an_interruption_is_still_the_one_kept_after_it(tmp_path):
+    """Early stopping keeps the weights of the epoch with the best validation Dice; a fit
+    resumed after a crash must still know an epoch before the crash was the best, and end with
+    its weights (Keras's EarlyStopping holds them in memory only)."""
+    from glassbox_audit.models.train import fit
+
+    scripted = [0.5, 0.9, 0.6, 0.7]  # validation Dice by epoch: the best, epoch 2, is before the crash
+    weights_at: dict[int, list] = {}
+
+    class Script(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_dice"] = scripted[epoch]
+            weights_at[epoch] = self.model.get_weights()
+
+    class Crash(RuntimeError):
+        pass
+
+    class CrashBeforeThirdEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise Crash("power cut")
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
+    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    kw = dict(epochs=4, lr=1e-2, batch_size=4, patience=10, augment=None, seed=0,
+              backup_dir=tmp_path / "backup", label="t", schedule="cosine")
+    with pytest.raises(Crash):
+        fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data,
+            extra_callbacks=[Script(), CrashBeforeThirdEpoch()], **kw)
+    resumed = build_attention_unet(32, 2, 4, True, False, "batch", 0.0)
+    history = fit(resumed, LossConfig(), data, extra_callbacks=[Script()], **kw)
+    assert history["val_dice"] == scripted
+    for got, want in zip(resumed.get_weights(), weights_at[1]):
+        np.testing.assert_array_equal(got, want)
+    assert not any(np.array_equal(a, b) for a, b in zip(resumed.get_weights(), weights_at[3]) if a.ndim == 4)
 
 
 def _weight_groups(path):

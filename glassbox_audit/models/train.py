@@ -3,12 +3,14 @@
 ``obtain_models`` is what the pipeline calls: for each variant it loads the stored model
 whose key matches the settings and training data, or trains it (``mode`` ``auto``), always
 trains (``always``), or refuses (``never``). Training resumes from per-epoch backups after
-an interruption.
+an interruption, with the epoch history, the best epoch so far and its weights, so a resumed
+fit keeps the same model and the card the whole history a fit without the interruption would.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -100,6 +102,79 @@ class _LogEpochs:
         return Cb()
 
 
+class History(dict):
+    """A fit's history (metric name to one value per epoch, every epoch of the fit, resumed
+    ones included) with each epoch's wall seconds and the number of interruptions resumed."""
+
+    def __init__(self, rows: list[dict[str, float]], calls: int):
+        keys = [k for row in rows for k in row if k not in ("epoch", "seconds", "call")]
+        super().__init__({k: [float(r[k]) for r in rows if k in r] for k in dict.fromkeys(keys)})
+        self.epoch_seconds = [float(r["seconds"]) for r in rows]
+        self.interruptions = calls - 1
+        # Wall seconds of the epochs run by the calls before the last (the last call's are in
+        # its own wall time, with its set-up).
+        self.earlier_seconds = float(sum(r["seconds"] for r in rows if r.get("call", calls) < calls))
+
+
+class _BestEpoch:
+    """Keras callback: keep the weights of the epoch with the best validation Dice, stop after
+    ``patience`` epochs without a better one, and record every epoch; all of it is written to
+    ``folder`` after each epoch. Keras's EarlyStopping keeps its best weights in memory only: a
+    fit resumed after an interruption would forget the best epoch before it, and its history
+    would start at the resumed epoch."""
+
+    def __new__(cls, folder: Path, patience: int):
+        import keras
+
+        # The model's weights alone, as EarlyStopping restores them: a .weights.h5 file would
+        # carry the optimizer's state (its step count) back to the best epoch too.
+        state_file, best_file = folder / "state.json", folder / "best_weights.npz"
+
+        class Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                folder.mkdir(parents=True, exist_ok=True)
+                if state_file.exists():
+                    self.state = json.loads(state_file.read_text())
+                    self.state["calls"] += 1
+                else:
+                    self.state = {"rows": [], "best": None, "best_epoch": None, "wait": 0, "calls": 1}
+
+            def on_epoch_begin(self, epoch, logs=None):
+                # Rows of this epoch or later were written by a fit killed before the backup of
+                # that epoch was: it is run again, and its new row replaces the old one.
+                self.state["rows"] = [r for r in self.state["rows"] if r["epoch"] < epoch]
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                self.state["rows"].append({"epoch": epoch, "seconds": time.perf_counter() - self.started,
+                                           "call": self.state["calls"], **{k: float(v) for k, v in logs.items()}})
+                value = logs.get("val_dice")
+                if value is not None and (self.state["best"] is None or float(value) > self.state["best"]):
+                    tmp = folder / ".best.tmp.npz"
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, *self.model.get_weights())
+                    os.replace(tmp, best_file)
+                    self.state.update(best=float(value), best_epoch=epoch, wait=0)
+                else:
+                    self.state["wait"] += 1
+                    if self.state["wait"] >= patience:
+                        self.model.stop_training = True
+                tmp = folder / ".state.tmp.json"
+                tmp.write_text(json.dumps(self.state))
+                os.replace(tmp, state_file)
+
+            def on_train_end(self, logs=None):
+                if best_file.exists():
+                    with np.load(best_file) as saved:
+                        self.model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+
+            def history(self) -> History:
+                return History(self.state["rows"], self.state["calls"])
+
+        return Cb()
+
+
 # A model's compiled training state: the loss whose settings are variables, and what the
 # optimizer was built with. Fits of one model object with the same optimizer settings (the base
 # and each variant fine-tuned from it, with the plateau schedule; the variants alone with the
@@ -144,9 +219,10 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
         batch_size: int, patience: int, augment, seed: int, backup_dir: Path, label: str,
         schedule: str = "plateau", epoch_log: Path | None = None,
         extra_callbacks: list | None = None, train_cfg: TrainConfig | None = None,
-        batched_augment: bool = False) -> dict[str, list[float]]:
-    """Train ``model`` in place with early stopping on validation Dice; return the history
-    of the epochs this call ran (after a resume, the remaining ones).
+        batched_augment: bool = False) -> History:
+    """Train ``model`` in place with early stopping on validation Dice, ending with the weights
+    of the best epoch; return the history of every epoch of the fit (after a resume, the
+    epochs before the interruption too).
 
     ``epoch_log``: a CSV file that gets one row per finished epoch (appended on resume).
     ``train_cfg``: a :class:`~glassbox_audit.config.TrainConfig` for the optimizer (Adam or
@@ -160,12 +236,20 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
     _prepare(model, loss_cfg, train_cfg, lr, epochs, steps, schedule)
     train = _datasets(data["x_train"], data["y_train"], batch_size, augment, seed, True, batched_augment)
     val = _datasets(data["x_val"], data["y_val"], batch_size, None, seed, False)
+    best_dir = backup_dir.with_name(backup_dir.name + ".best")
+    if not backup_dir.exists():  # nothing to resume: a best epoch left by another fit is not this one's
+        shutil.rmtree(best_dir, ignore_errors=True)
+    best = _BestEpoch(best_dir, patience)
     callbacks = [
+        # Extra callbacks first: one that ends the fit at an epoch's end (a test's power cut)
+        # acts before this epoch is recorded anywhere, as a kill would.
+        *(extra_callbacks or []),
+        # Recorded before the backup below: a kill between the two leaves a row of an epoch
+        # that is then run again, which replaces it; the other order would lose the row.
+        best,
         # Resume from the last finished epoch if a previous run was interrupted (the
         # optimizer's step count is restored too, so a cosine schedule carries on).
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
-        keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=patience,
-                                      restore_best_weights=True),
         _LogEpochs(label, epochs),
     ]
     if schedule == "plateau":
@@ -174,16 +258,17 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
     if epoch_log is not None:
         epoch_log.parent.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(epoch_log), append=True))
-    callbacks += list(extra_callbacks or [])
     with warnings.catch_warnings():
         # Keras warns that shuffle is ignored for a tf.data input; the dataset shuffles itself.
         warnings.filterwarnings("ignore", message=".*shuffle.*")
-        history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    history = best.history()
+    shutil.rmtree(best_dir, ignore_errors=True)
+    return history
 
 
 def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model, ds: Dataset,
-          history: dict, seconds: float, epochs: int, lr: float, base_key: str | None) -> dict[str, Any]:
+          history: History | dict, seconds: float, epochs: int, lr: float, base_key: str | None) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
@@ -211,9 +296,13 @@ def _card(cfg: AuditConfig, name: str, description: str, loss: LossConfig, model
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": int(np.argmax(val_dice)) + 1 if val_dice else None,
         "best_val_dice": float(max(val_dice)) if val_dice else None,
-        "training_seconds": round(seconds, 1),
-        # Wall seconds per epoch run (the first includes tracing the train step, if this fit traced it).
-        "seconds_per_epoch": round(seconds / len(history["loss"]), 1) if history.get("loss") else None,
+        # Wall seconds of this call, plus those of the epochs run before an interruption.
+        "training_seconds": round(seconds + getattr(history, "earlier_seconds", 0.0), 1),
+        # The median epoch: the first epoch of a fit also traces the train step.
+        "seconds_per_epoch": (round(float(np.median(history.epoch_seconds)), 1)
+                              if getattr(history, "epoch_seconds", None) else None),
+        "epoch_seconds": [round(t, 2) for t in getattr(history, "epoch_seconds", [])],
+        "interruptions_resumed": getattr(history, "interruptions", 0),
         "hardware": _hardware(),
         "base_model": base_key,
         "keras_version": keras.__version__,
