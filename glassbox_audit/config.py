@@ -429,7 +429,7 @@ class LlmConfig:
     (``glassbox_audit.llm``; ``glassbox-audit ask``)."""
 
     enabled: bool = True  # answer standard_questions into every new version's appendix
-    # "auto": TinyLlama 1.1B Chat when fetched (glassbox-audit llm fetch), else the packaged default;
+    # "auto": the packaged default with its reader adapter (the reading benchmarks/llm_bench.py measures);
     # or a key of glassbox_audit.llm.KNOWN_MODELS (checked by glassbox_audit.llm.runtime.check_settings).
     model: str = "auto"
     gguf: str = ""  # any GGUF file instead; then sha256 is required

@@ -369,3 +369,18 @@ def test_questions_asked_after_sealing_join_the_appendix_when_re_rendered(llm, t
     ctx = appendix_context(db, questions_path=later)
     assert [(q["question"], q["source"]) for q in ctx["llm_questions"]] == \
         [("Which model has the lowest precision?", "asked after sealing")]
+
+
+def test_auto_takes_the_measured_default_even_when_another_model_was_fetched(tmp_path):
+    """``auto`` is the packaged reader the benchmark measures; a fetched TinyLlama (no adapter,
+    not measured better) is used only when named."""
+    from glassbox_audit.llm.runtime import DEFAULT_MODEL, model_file, resolve_model
+
+    fetched = model_file("tinyllama-1.1b-chat", tmp_path)
+    fetched.parent.mkdir(parents=True)
+    fetched.write_bytes(b"GGUF")
+    fetched.with_name(fetched.name + ".sha256").write_text("0" * 64 + "\n")
+    auto = resolve_model(load_config(overrides=["llm.model=auto"]).llm, tmp_path)
+    named = resolve_model(load_config(overrides=["llm.model=tinyllama-1.1b-chat"]).llm, tmp_path)
+    assert auto.label == resolve_model(load_config(overrides=[f"llm.model={DEFAULT_MODEL}"]).llm, tmp_path).label
+    assert named.path == fetched and named.label != auto.label
