@@ -147,3 +147,15 @@ def test_a_file_that_is_no_adapter_is_refused_naming_it(llm, tmp_path):
     bad.write_bytes(b"GGUF" + bytes(500))
     with pytest.raises(ModelError, match="not-an-adapter.gguf: llama.cpp cannot load this LoRA adapter"):
         Scorer(llm.spec.path, llm.sha256, n_ctx=256, threads=1, adapter=bad, adapter_sha256="0" * 64)
+
+
+def test_the_adapter_follows_the_packaged_file_and_not_another_pinned_one(caplog):
+    """Pinning the packaged file's own hash keeps the adapter; pinning another file's drops it,
+    with a warning: the adapter was trained over the packaged weights only."""
+    from glassbox_audit.llm.runtime import DEFAULT_MODEL, KNOWN_MODELS, known_spec
+
+    known = KNOWN_MODELS[DEFAULT_MODEL]
+    assert known_spec(known, "models", known.sha256.upper()).adapter is not None
+    with caplog.at_level("WARNING", logger="glassbox_audit.llm.runtime"):
+        other = known_spec(known, "models", "ab" * 32)
+    assert other.adapter is None and "not applied" in caplog.text

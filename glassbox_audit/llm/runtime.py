@@ -118,7 +118,12 @@ def known_spec(known: KnownModel, models_dir: str | Path, sha256: str, adapter: 
         if folder is None or not (folder / known.file).is_file():
             raise ModelError(f"llm model {known.key!r}: not installed ({known.install})")
         spec = ModelSpec(folder / known.file, pin, known.label)
-        if adapter and known.adapter and not sha256:
+        # The adapter was trained over the packaged file; over another it would read nonsense.
+        other_file = bool(known.sha256) and pin != known.sha256.lower()
+        if adapter and known.adapter and other_file:
+            log.warning("llm: %s pinned to another sha256 than the packaged file's: the reader adapter, "
+                        "trained over that file, is not applied (the base model reads with examples)", known.key)
+        if adapter and known.adapter and not other_file:
             name, digest = known.adapter
             # The label carries the adapter's hash: the question log and the appendix record it.
             spec = ModelSpec(spec.path, pin, f"{known.label} + reader LoRA (sha256 {digest})", ADAPTERS_DIR / name,
