@@ -250,6 +250,37 @@ def test_interrupted_training_resumes_from_the_last_finished_epoch(tmp_path):
     assert not (tmp_path / "backup.best").exists()
 
 
+def test_a_later_fit_of_a_resumed_model_runs_all_its_own_epochs(tmp_path):
+    """The variants are fine-tuned on the base's model object. After the base was resumed from
+    an interruption, Keras remembers the resumed epoch on the model; a fine-tune of 2 epochs
+    must still run 2 epochs, not start past its end and train nothing."""
+    from glassbox_audit.models.train import fit
+
+    class Crash(RuntimeError):
+        pass
+
+    class CrashBeforeFourthEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                raise Crash("power cut")
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
+    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    kw = dict(lr=1e-3, batch_size=4, patience=10, augment=None, seed=0, label="t", schedule="cosine")
+    with pytest.raises(Crash):
+        fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data, epochs=4,
+            backup_dir=tmp_path / "base", extra_callbacks=[CrashBeforeFourthEpoch()], **kw)
+    model = build_attention_unet(32, 2, 4, True, False, "batch", 0.0)
+    fit(model, LossConfig(), data, epochs=4, backup_dir=tmp_path / "base", **kw)  # resumed at epoch 4
+    before = model.get_weights()
+    variant = fit(model, LossConfig("tversky", alpha=0.7, beta=0.3), data, epochs=2,
+                  backup_dir=tmp_path / "variant", **kw)
+    assert len(variant["loss"]) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
 def test_the_best_epoch_before_an_interruption_is_still_the_one_kept_after_it(tmp_path):
     """Early stopping keeps the weights of the epoch with the best validation Dice; a fit
     resumed after a crash must still know an epoch before the crash was the best, and end with

@@ -258,6 +258,11 @@ def fit(model, loss_cfg: LossConfig, data: dict[str, np.ndarray], *, epochs: int
     if epoch_log is not None:
         epoch_log.parent.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(epoch_log), append=True))
+    # BackupAndRestore tells a resumed fit where to start through the model's _initial_epoch, and
+    # Keras's fit prefers it to its own argument, for every later fit of the model too: a variant
+    # fine-tuned on the object of a resumed base would start at the base's resumed epoch, past
+    # its own last, and train nothing. Each fit starts at 0 unless its own backup says otherwise.
+    model._initial_epoch = None
     with warnings.catch_warnings():
         # Keras warns that shuffle is ignored for a tf.data input; the dataset shuffles itself.
         warnings.filterwarnings("ignore", message=".*shuffle.*")
