@@ -215,28 +215,45 @@ def test_adamw_with_warm_up_follows_the_configured_schedule(tmp_path):
     assert float(before(0)) == pytest.approx(1e-2) and float(before(6)) == pytest.approx(5e-4, rel=1e-3)
 
 
+class _Crash(RuntimeError):
+    """A power cut, raised by :class:`_CrashAt`."""
+
+
+class _CrashAt(keras.callbacks.Callback):
+    """Ends a fit as a kill would: at the end of ``epoch`` (before it is recorded anywhere:
+    fit puts extra callbacks first) or at its beginning (after the previous one was)."""
+
+    def __init__(self, epoch: int, when: str):
+        super().__init__()
+        self.epoch, self.when = epoch, when
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.when == "begin" and epoch == self.epoch:
+            raise _Crash("power cut")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.when == "end" and epoch == self.epoch:
+            raise _Crash("power cut")
+
+
+def _tiny_data() -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
+    return {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+
+
 def test_interrupted_training_resumes_from_the_last_finished_epoch(tmp_path):
     import csv
 
     from glassbox_audit.models.train import fit
 
-    class Crash(RuntimeError):
-        pass
-
-    class CrashAfterSecondEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise Crash("power cut")
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
-    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    data = _tiny_data()
     kw = dict(epochs=4, lr=1e-3, batch_size=4, patience=10, augment=None, seed=0,
               backup_dir=tmp_path / "backup", label="t", schedule="cosine", epoch_log=tmp_path / "epochs.csv")
-    with pytest.raises(Crash):
+    with pytest.raises(_Crash):  # at the end of the second epoch
         fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data,
-            extra_callbacks=[CrashAfterSecondEpoch()], **kw)
+            extra_callbacks=[_CrashAt(1, "end")], **kw)
     assert (tmp_path / "backup").exists()  # the finished epochs were kept
 
     history = fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data, **kw)
@@ -256,22 +273,11 @@ def test_a_later_fit_of_a_resumed_model_runs_all_its_own_epochs(tmp_path):
     must still run 2 epochs, not start past its end and train nothing."""
     from glassbox_audit.models.train import fit
 
-    class Crash(RuntimeError):
-        pass
-
-    class CrashBeforeFourthEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 3:
-                raise Crash("power cut")
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
-    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    data = _tiny_data()
     kw = dict(lr=1e-3, batch_size=4, patience=10, augment=None, seed=0, label="t", schedule="cosine")
-    with pytest.raises(Crash):
+    with pytest.raises(_Crash):  # before the fourth epoch
         fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data, epochs=4,
-            backup_dir=tmp_path / "base", extra_callbacks=[CrashBeforeFourthEpoch()], **kw)
+            backup_dir=tmp_path / "base", extra_callbacks=[_CrashAt(3, "begin")], **kw)
     model = build_attention_unet(32, 2, 4, True, False, "batch", 0.0)
     fit(model, LossConfig(), data, epochs=4, backup_dir=tmp_path / "base", **kw)  # resumed at epoch 4
     before = model.get_weights()
@@ -295,23 +301,12 @@ def test_the_best_epoch_before_an_interruption_is_still_the_one_kept_after_it(tm
             logs["val_dice"] = scripted[epoch]
             weights_at[epoch] = self.model.get_weights()
 
-    class Crash(RuntimeError):
-        pass
-
-    class CrashBeforeThirdEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise Crash("power cut")
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
-    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    data = _tiny_data()
     kw = dict(epochs=4, lr=1e-2, batch_size=4, patience=10, augment=None, seed=0,
               backup_dir=tmp_path / "backup", label="t", schedule="cosine")
-    with pytest.raises(Crash):
+    with pytest.raises(_Crash):  # before the third epoch
         fit(build_attention_unet(32, 2, 4, True, False, "batch", 0.0), LossConfig(), data,
-            extra_callbacks=[Script(), CrashBeforeThirdEpoch()], **kw)
+            extra_callbacks=[Script(), _CrashAt(2, "begin")], **kw)
     resumed = build_attention_unet(32, 2, 4, True, False, "batch", 0.0)
     history = fit(resumed, LossConfig(), data, extra_callbacks=[Script()], **kw)
     assert history["val_dice"] == scripted
