@@ -193,14 +193,10 @@ def test_adamw_with_warm_up_follows_the_configured_schedule(tmp_path):
     from glassbox_audit.config import TrainConfig
     from glassbox_audit.models.train import fit, learning_rate_schedule
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((16, 32, 32, 1)) > 0.5).astype("float32")
     model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
     cfg = TrainConfig(lr_schedule="cosine", warmup_epochs=1, optimizer="adamw", weight_decay=0.05,
                       final_lr_fraction=0.1)
-    history = fit(model, LossConfig("dice", bce_weight=1.0),
-                  {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}, epochs=3, lr=1e-2, batch_size=8,
+    history = fit(model, LossConfig("dice", bce_weight=1.0), _tiny_data(16), epochs=3, lr=1e-2, batch_size=8,
                   patience=5, augment=None, seed=0, backup_dir=tmp_path / "b", label="t", schedule="cosine",
                   train_cfg=cfg)
     opt = model.optimizer
@@ -236,10 +232,11 @@ class _CrashAt(keras.callbacks.Callback):
             raise _Crash("power cut")
 
 
-def _tiny_data() -> dict:
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((8, 32, 32, 1)) > 0.5).astype(np.float32)
+def _tiny_data(n: int = 8, seed: int = 0) -> dict:
+    """``n`` random 32 px images and masks to train on; the first 4 also validate."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
+    y = (rng.random((n, 32, 32, 1)) > 0.5).astype(np.float32)
     return {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
 
 
@@ -361,10 +358,7 @@ def test_a_second_fit_of_the_same_model_reuses_its_train_step_and_trains_as_a_fr
     from the same weights: loss settings, optimizer moments, step count and rate all reset."""
     from glassbox_audit.models.train import fit
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((16, 32, 32, 1)) > 0.5).astype("float32")
-    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    data = _tiny_data(16, seed=0)
     kw = dict(batch_size=8, patience=5, augment=None, seed=0, label="t")
     keras.utils.set_random_seed(0)
     model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
@@ -389,10 +383,7 @@ def test_a_fit_after_someone_else_compiled_the_model_trains_with_its_own_loss(tm
     model no longer uses."""
     from glassbox_audit.models.train import fit
 
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
-    y = (rng.random((16, 32, 32, 1)) > 0.5).astype("float32")
-    data = {"x_train": x, "y_train": y, "x_val": x[:4], "y_val": y[:4]}
+    data = _tiny_data(16, seed=1)
     kw = dict(batch_size=8, patience=5, augment=None, seed=0, label="t")
     keras.utils.set_random_seed(0)
     model = build_attention_unet(32, 2, 4, True, True, "batch", 0.0)
