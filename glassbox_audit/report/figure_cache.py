@@ -37,6 +37,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from ..data.imageio import sha256_file
+
 __all__ = ["cached_figure", "code_digest", "figure_cache", "figure_key", "prune"]
 
 log = logging.getLogger(__name__)
@@ -129,10 +131,6 @@ class _Damaged(Exception):
     """A stored figure whose bytes are not those it was stored with."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _digest_of(stored: Path) -> Path:
     return stored.with_suffix(".sha256")
 
@@ -146,7 +144,7 @@ def _store(src: Path, dst: Path, check: Path | None = None) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        if check is not None and _sha256(Path(tmp)) != check.read_text().strip():
+        if check is not None and sha256_file(Path(tmp)) != check.read_text().strip():
             raise _Damaged("its bytes differ from the sha256 stored with it")
         os.replace(tmp, dst)
     except BaseException:
@@ -204,7 +202,7 @@ def cached_figure(fn: F) -> F:
         written = Path(fn(path, *args, **kwargs))
         try:
             _store(written, stored)
-            _digest_of(stored).write_text(_sha256(written))
+            _digest_of(stored).write_text(sha256_file(written))
         except OSError as exc:  # a full or read-only cache costs the next run time, not this one
             log.warning("figures: could not store %s in the cache: %s", written.name, exc)
         return written
