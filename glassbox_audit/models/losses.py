@@ -39,17 +39,21 @@ def dice_loss(y_true, logits):
     return tversky_loss(y_true, logits, 0.5, 0.5)
 
 
+def _term_weights(cfg: LossConfig) -> tuple[float, float]:
+    """The weights of the Dice and the Tversky term in the loss of ``cfg.kind``."""
+    return {"dice": (1.0, 0.0), "tversky": (0.0, 1.0)}.get(cfg.kind, (cfg.dice_weight, 1 - cfg.dice_weight))
+
+
 def make_loss(cfg: LossConfig) -> Callable:
     """The loss a :class:`LossConfig` describes, as ``loss(y_true, logits)``."""
+    dice, tversky = _term_weights(cfg)
 
     def loss(y_true, logits):
-        if cfg.kind == "dice":
-            value = dice_loss(y_true, logits)
-        elif cfg.kind == "tversky":
-            value = tversky_loss(y_true, logits, cfg.alpha, cfg.beta)
-        else:
-            value = cfg.dice_weight * dice_loss(y_true, logits) + (1 - cfg.dice_weight) * tversky_loss(
-                y_true, logits, cfg.alpha, cfg.beta)
+        value = 0.0
+        if dice:  # a term of weight 0 is left out, not computed
+            value = dice * dice_loss(y_true, logits)
+        if tversky:
+            value = value + tversky * tversky_loss(y_true, logits, cfg.alpha, cfg.beta)
         if cfg.bce_weight:
             bce = keras.losses.binary_crossentropy(y_true, logits, from_logits=True)
             value = value + cfg.bce_weight * ops.mean(bce)
@@ -80,7 +84,7 @@ class LossWeights:
             self.assign(cfg)
 
     def assign(self, cfg: LossConfig) -> None:
-        dice, tversky = {"dice": (1.0, 0.0), "tversky": (0.0, 1.0)}.get(cfg.kind, (cfg.dice_weight, 1 - cfg.dice_weight))
+        dice, tversky = _term_weights(cfg)
         for v, value in ((self.dice, dice), (self.tversky, tversky), (self.alpha, cfg.alpha), (self.beta, cfg.beta),
                          (self.bce, cfg.bce_weight)):
             v.assign(value)
