@@ -137,7 +137,7 @@ class _BestEpoch:
                     self.state = json.loads(state_file.read_text())
                     self.state["calls"] += 1
                 else:
-                    self.state = {"rows": [], "best": None, "best_epoch": None, "wait": 0, "calls": 1}
+                    self.state = {"rows": [], "best": None, "wait": 0, "calls": 1}
 
             def on_epoch_begin(self, epoch, logs=None):
                 # Rows of this epoch or later were written by a fit killed before the backup of
@@ -155,7 +155,7 @@ class _BestEpoch:
                     with open(tmp, "wb") as fh:
                         np.savez(fh, *self.model.get_weights())
                     os.replace(tmp, best_file)
-                    self.state.update(best=float(value), best_epoch=epoch, wait=0)
+                    self.state.update(best=float(value), wait=0)
                 else:
                     self.state["wait"] += 1
                     if self.state["wait"] >= patience:
