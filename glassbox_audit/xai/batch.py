@@ -277,9 +277,7 @@ def explain_batch(models: Mapping[str, keras.Model], images: np.ndarray, masks: 
 
 def _explain_on(architecture: str | None, name: str, model: keras.Model, images: np.ndarray,
                 masks: np.ndarray | None, s: XaiSettings, say: Callable[[str], None]) -> ModelExplanations:
-    if architecture is None:
-        return _explain_model(name, model, images, masks, s, say)
-    entry = _shared_model(architecture, model)
+    entry = _shared_model(architecture, model) if architecture is not None else None
     if entry is None:
         return _explain_model(name, model, images, masks, s, say)
     shared, lock = entry
